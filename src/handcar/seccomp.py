@@ -27,7 +27,7 @@ from handcar.linux import libseccomp as scmp
 
 TYPE_CHECKING = False  # typing costs an import at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 EPERM = 1
 ENOSYS = 38
@@ -218,7 +218,7 @@ def _conditions(args: object, where: str) -> list[tuple[int, int, int, int]]:
     return conds
 
 
-def _rules(section: dict[str, object], where: str) -> list[_Rule]:
+def _rules(section: Mapping[str, object], where: str) -> list[_Rule]:
     rules = []
     for i, entry in enumerate(_list(section.get("syscalls"), f"{where}.syscalls")):
         at = f"{where}.syscalls[{i}]"
@@ -237,7 +237,7 @@ def _rules(section: dict[str, object], where: str) -> list[_Rule]:
     return rules
 
 
-def _arches(section: dict[str, object], where: str) -> list[int]:
+def _arches(section: Mapping[str, object], where: str) -> list[int]:
     tokens = []
     for i, name in enumerate(_list(section.get("architectures"), f"{where}.architectures")):
         at = f"{where}.architectures[{i}]"
@@ -248,7 +248,7 @@ def _arches(section: dict[str, object], where: str) -> list[int]:
     return tokens
 
 
-def _flags(section: dict[str, object], where: str, needs_listener: bool) -> int:
+def _flags(section: Mapping[str, object], where: str, needs_listener: bool) -> int:
     bits = 0
     for i, name in enumerate(_list(section.get("flags"), f"{where}.flags")):
         at = f"{where}.flags[{i}]"
@@ -298,7 +298,9 @@ def _add_rule(flt: scmp.Filter, rule: _Rule, default_action: int) -> None:
             raise _fail(rule.where, f"cannot add rule for {rule.name}: {err.strerror}") from None
 
 
-def compile_filter(section: dict[str, object], *, cache_dir: str | bool = True) -> CompiledFilter:
+def compile_filter(
+    section: Mapping[str, object], *, cache_dir: str | bool = True
+) -> CompiledFilter:
     """Validate and compile a `linux.seccomp` section. Runs in the runtime, before fork.
 
     cache_dir: True for the default cache (/run/handcar/seccomp-cache as root, else under
@@ -316,7 +318,7 @@ def compile_filter(section: dict[str, object], *, cache_dir: str | bool = True) 
     return compiled
 
 
-def _compile(section: dict[str, object], where: str = "linux.seccomp") -> CompiledFilter:
+def _compile(section: Mapping[str, object], where: str = "linux.seccomp") -> CompiledFilter:
     if not isinstance(section, dict):
         raise _fail(where, "must be an object")
     default_name = section.get("defaultAction")
@@ -341,7 +343,7 @@ def _compile(section: dict[str, object], where: str = "linux.seccomp") -> Compil
     return CompiledFilter(program, flags, needs_listener)
 
 
-def _check_notify(section: dict[str, object], rules: list[_Rule], where: str) -> bool:
+def _check_notify(section: Mapping[str, object], rules: list[_Rule], where: str) -> bool:
     notify = [rule for rule in rules if rule.action_name == "SCMP_ACT_NOTIFY"]
     for rule in notify:
         if rule.name == "write":
@@ -568,7 +570,7 @@ def _canonical(value: object, out: list[str]) -> None:
         out.append(repr(value))
 
 
-def _cache_key(section: dict[str, object]) -> bytes:
+def _cache_key(section: Mapping[str, object]) -> bytes:
     text: list[str] = []
     _canonical(section, text)
     environment = f"{_FORMAT!r} libseccomp {scmp.version()} arch {scmp.native_arch()} "
