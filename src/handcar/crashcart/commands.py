@@ -1,0 +1,111 @@
+"""The crashcart commands, once the command line is parsed: mount, run, and unmount."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from handcar.crashcart.errors import CrashcartError
+from handcar.crashcart.imagefile import ImageInfo, find_image
+from handcar.crashcart.inject import (
+    Container,
+    SessionRegistry,
+    ensure_mounted,
+    mounts_at,
+    remove_mount,
+)
+from handcar.crashcart.session import SessionOptions, run_session
+from handcar.crashcart.targets import resolve_target
+
+
+@dataclass
+class ExecRequest:
+    target: str
+    command: list[str] = field(default_factory=list)
+    image: str | None = None
+    state_roots: list[str] = field(default_factory=list)
+    user: tuple[int, int] | None = None
+    keep_caps: bool = False
+    pid_namespace: bool = True
+    tty: bool | None = None
+    mount_only: bool = False
+    unmount: bool = False
+
+
+def run_exec(request: ExecRequest) -> int:
+    target = resolve_target(request.target, request.state_roots)
+    if request.unmount:
+        return unmount(target.pid, request)
+    image = find_image(request.image)
+    container = Container.open(target.pid)
+    registry = SessionRegistry(container.mnt_ns_inode())
+    try:
+        with SessionRegistry.global_lock():
+            ensure_mounted(container, image.path, image.fs_format, image.prefix)
+            if request.mount_only:
+                state = registry.read_state()
+                state.pinned = True
+                registry.write_state(state)
+                print(f"{image.prefix}")
+                return 0
+            registry.join()
+        try:
+            return run_session(target.pid, session_options(request, image))
+        finally:
+            leave(container, registry, image.prefix)
+    finally:
+        container.close()
+
+
+def session_options(request: ExecRequest, image: ImageInfo) -> SessionOptions:
+    use_tty = request.tty if request.tty is not None else os.isatty(0) and os.isatty(1)
+    return SessionOptions(
+        prefix=image.prefix,
+        command=request.command,
+        target_name=request.target,
+        use_tty=use_tty,
+        user=request.user,
+        keep_caps=request.keep_caps,
+        pid_namespace=request.pid_namespace,
+    )
+
+
+def leave(container: Container, registry: SessionRegistry, prefix: str) -> None:
+    """End this session; the last one out (unless --mount-only pinned it) removes the mount."""
+    with SessionRegistry.global_lock():
+        last = not registry.others_active()
+        registry.leave()
+        if last and not registry.read_state().pinned:
+            remove_mount(container, registry, prefix)
+
+
+def unmount(pid: int, request: ExecRequest) -> int:
+    container = Container.open(pid)
+    registry = SessionRegistry(container.mnt_ns_inode())
+    try:
+        prefix = find_image_prefix(registry, request)
+        with SessionRegistry.global_lock():
+            state = registry.read_state()
+            if registry.others_active():
+                state.pinned = False
+                registry.write_state(state)
+                print(
+                    "crashcart: sessions are still running; the last one out removes the mount",
+                    file=sys.stderr,
+                )
+                return 0
+            if not mounts_at(pid, prefix):
+                registry.remove()
+                raise CrashcartError(f"nothing is mounted at {prefix} in {request.target}")
+            remove_mount(container, registry, prefix)
+        return 0
+    finally:
+        container.close()
+
+
+def find_image_prefix(registry: SessionRegistry, request: ExecRequest) -> str:
+    state = registry.read_state()
+    if state.image and os.path.exists(state.image):
+        return find_image(state.image).prefix
+    return find_image(request.image, build_if_missing=False).prefix

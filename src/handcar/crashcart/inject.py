@@ -1,0 +1,316 @@
+"""Attaching the toolbox image inside a container's mount namespace, and taking it away.
+
+The mount is built on the host side with the new mount API (erofs straight from the image file,
+squashfs through an auto-clearing read-only loop device), so it is a detached mount that never
+appears in the host's mount table. A short-lived helper process then enters the container's mount
+namespace, chroots into the container's root, and attaches it with move_mount. The mount point is
+opened with openat2(RESOLVE_NO_SYMLINKS), so a symlink the container planted can't redirect it.
+
+Sessions share one mount. Each session holds a shared flock on a per-namespace `sessions` file
+for its whole life; whoever can turn that into an exclusive lock at exit is the last one out and
+removes the mount. A global lock serialises these decisions, and since flocks die with their
+holder, a crashed session never keeps the mount alive.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from handcar import linux
+from handcar.crashcart.errors import CrashcartError
+from handcar.linux import mountapi
+
+RUN_DIR = "/run/crashcart"
+RESOLVE_NO_SYMLINKS = 0x04
+IMAGE_FILESYSTEMS = ("erofs", "squashfs")
+
+
+@dataclass
+class MountState:
+    """What crashcart remembers about its mount in one mount namespace (a small JSON file)."""
+
+    created_dir: bool = False
+    pinned: bool = False
+    image: str = ""
+
+
+def namespace_inode(pid: int, name: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+
+
+def _mount_point_parts(prefix: str) -> tuple[str, str]:
+    relative = prefix.strip("/")
+    parent, _, leaf = relative.rpartition("/")
+    return parent or ".", leaf
+
+
+def mounts_at(pid: int, prefix: str) -> list[str]:
+    """Filesystem types mounted at `prefix` as the process `pid` sees it (its mountinfo)."""
+    found = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            if fields[4] == prefix:
+                found.append(fields[separator + 1])
+    return found
+
+
+def open_image_mount(image: str, fs_format: str) -> int:
+    """A detached, read-only mount of the image; the caller attaches or closes it."""
+    attributes = mountapi.MOUNT_ATTR_RDONLY | mountapi.MOUNT_ATTR_NODEV
+    fs_fd = mountapi.fsopen(fs_format)
+    try:
+        mountapi.fsconfig_set_flag(fs_fd, "ro")
+        try:
+            mountapi.fsconfig_set_string(fs_fd, "source", image)
+            mountapi.fsconfig_create(fs_fd)
+            return mountapi.fsmount(fs_fd, attributes)
+        except OSError as error:
+            # Block-device filesystems (squashfs, erofs before 6.12) need a loop device.
+            if error.errno not in (errno.ENOTBLK, errno.EINVAL, errno.ENODEV):
+                raise
+        os.close(fs_fd)
+        fs_fd = mountapi.fsopen(fs_format)
+        mountapi.fsconfig_set_flag(fs_fd, "ro")
+        device, loop_fd = mountapi.attach_loop_readonly(image)
+        try:
+            mountapi.fsconfig_set_string(fs_fd, "source", device)
+            mountapi.fsconfig_create(fs_fd)
+            return mountapi.fsmount(fs_fd, attributes)
+        finally:
+            # The superblock holds the device now; closing our fd lets autoclear free it later.
+            os.close(loop_fd)
+    finally:
+        os.close(fs_fd)
+
+
+def run_in_helper(action: Callable[[], None]) -> None:
+    """Run `action` in a forked child and wait for it, so setns and chroot never touch the
+    caller. The child's error comes back through a pipe as one line."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read_end)
+            action()
+        except BaseException as error:  # noqa: BLE001 - everything must reach the parent
+            os.write(write_end, str(error).encode(errors="replace")[:4000])
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise CrashcartError(message or f"helper failed with status {status}")
+
+
+def enter_container_root(pid_mnt_fd: int, root_fd: int) -> None:
+    """In a helper: join the mount namespace and make the container's root ours."""
+    linux.setns(pid_mnt_fd, linux.CLONE_NEWNS)
+    os.fchdir(root_fd)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def attach_in_container(mount_fd: int, mnt_ns_fd: int, root_fd: int, prefix: str) -> bool:
+    """Attach the detached mount at `prefix` in the container; returns whether we had to create
+    the mount point directory (and so must remove it afterwards)."""
+    created_read, created_write = os.pipe2(os.O_CLOEXEC)
+
+    def attach() -> None:
+        enter_container_root(mnt_ns_fd, root_fd)
+        parent, leaf = _mount_point_parts(prefix)
+        resolve = RESOLVE_NO_SYMLINKS
+        flags = os.O_PATH | os.O_DIRECTORY
+        try:
+            parent_fd = linux.openat2(mountapi.AT_FDCWD, "/" + parent, flags, resolve)
+        except OSError as error:
+            raise CrashcartError(
+                f"cannot open /{parent} in the container: {error.strerror}"
+            ) from None
+        try:
+            target_fd = linux.openat2(parent_fd, leaf, flags, resolve)
+        except FileNotFoundError:
+            try:
+                os.mkdir(leaf, 0o755, dir_fd=parent_fd)
+            except OSError as error:
+                raise CrashcartError(
+                    f"cannot create {prefix} in the container ({error.strerror}); "
+                    f"/{parent} is read-only and has no {leaf} directory"
+                ) from None
+            os.write(created_write, b"1")
+            target_fd = linux.openat2(parent_fd, leaf, flags, resolve)
+        mountapi.attach_mount(mount_fd, target_fd)
+
+    try:
+        run_in_helper(attach)
+    finally:
+        os.close(created_write)
+        created = os.read(created_read, 1) == b"1"
+        os.close(created_read)
+    return created
+
+
+def detach_in_container(mnt_ns_fd: int, root_fd: int, prefix: str, remove_dir: bool) -> None:
+    def detach() -> None:
+        enter_container_root(mnt_ns_fd, root_fd)
+        # Only our own kind of filesystem is taken away: never something the container mounted.
+        while True:
+            try:
+                fs_type = _filesystem_type(prefix)
+            except OSError:
+                break
+            if fs_type not in IMAGE_FILESYSTEMS:
+                break
+            mountapi.umount_nofollow(prefix, mountapi.MNT_DETACH)
+        if remove_dir:
+            try:
+                os.rmdir(prefix)
+            except OSError:
+                pass  # the container put something there: leave it
+
+    run_in_helper(detach)
+
+
+def _filesystem_type(path: str) -> str:
+    """The type of the mount at exactly `path`, from /proc/self/mountinfo if the container
+    has /proc, else by comparing the device with the parent's."""
+    own = os.lstat(path)
+    if not stat.S_ISDIR(own.st_mode):
+        raise FileNotFoundError(path)
+    parent = os.lstat(os.path.dirname(path))
+    if own.st_dev == parent.st_dev:
+        return "none"
+    return _statfs_type(path)
+
+
+def _statfs_type(path: str) -> str:
+    # os.statvfs has no f_type; a mounted erofs or squashfs directory is recognised by the
+    # magic number the kernel reports through statfs(2), read via the linux layer.
+    magic = mountapi.filesystem_magic(path)
+    return {0xE0F5E1E2: "erofs", 0x73717368: "squashfs"}.get(magic, f"0x{magic:x}")
+
+
+class SessionRegistry:
+    """The per-mount-namespace directory under /run/crashcart with the session lock and state."""
+
+    def __init__(self, mnt_ns_inode: int) -> None:
+        self.directory = os.path.join(RUN_DIR, f"mnt-{mnt_ns_inode}")
+        self.state_file = os.path.join(self.directory, "state.json")
+        self.sessions_fd: int | None = None
+
+    @staticmethod
+    @contextmanager
+    def global_lock() -> Iterator[None]:
+        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(RUN_DIR, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def read_state(self) -> MountState:
+        try:
+            with open(self.state_file) as f:
+                raw = json.load(f)
+            return MountState(bool(raw["created_dir"]), bool(raw["pinned"]), str(raw["image"]))
+        except (OSError, ValueError, KeyError):
+            return MountState()
+
+    def write_state(self, state: MountState) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        temporary = self.state_file + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(state.__dict__, f)
+        os.replace(temporary, self.state_file)
+
+    def join(self) -> None:
+        """Count this process as a session (call with the global lock held)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = os.path.join(self.directory, "sessions")
+        self.sessions_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.sessions_fd, fcntl.LOCK_SH)
+
+    def others_active(self) -> bool:
+        """Whether any session but this one holds the sessions lock (global lock held)."""
+        path = os.path.join(self.directory, "sessions")
+        probe = self.sessions_fd
+        if probe is None:
+            try:
+                probe = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            if probe != self.sessions_fd:
+                os.close(probe)
+        return False
+
+    def leave(self) -> None:
+        if self.sessions_fd is not None:
+            os.close(self.sessions_fd)
+            self.sessions_fd = None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class Container:
+    """Handles on a target process, opened once from the host's /proc."""
+
+    pid: int
+    pidfd: int
+    mnt_ns_fd: int
+    root_fd: int
+
+    @classmethod
+    def open(cls, pid: int) -> Container:
+        pidfd = linux.pidfd_open(pid)
+        mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return cls(pid, pidfd, mnt, root)
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self.mnt_ns_fd, self.root_fd):
+            os.close(fd)
+
+    def mnt_ns_inode(self) -> int:
+        return os.fstat(self.mnt_ns_fd).st_ino
+
+
+def ensure_mounted(container: Container, image: str, fs_format: str, prefix: str) -> None:
+    """Mount the image in the container unless it is there already (global lock held)."""
+    registry = SessionRegistry(container.mnt_ns_inode())
+    present = [t for t in mounts_at(container.pid, prefix) if t in IMAGE_FILESYSTEMS]
+    if present:
+        return
+    mount_fd = open_image_mount(image, fs_format)
+    try:
+        created = attach_in_container(mount_fd, container.mnt_ns_fd, container.root_fd, prefix)
+    finally:
+        os.close(mount_fd)
+    registry.write_state(MountState(created_dir=created, pinned=False, image=image))
+
+
+def remove_mount(container: Container, registry: SessionRegistry, prefix: str) -> None:
+    """Take the image away (global lock held, no session left)."""
+    state = registry.read_state()
+    if os.path.exists(f"/proc/{container.pid}") and mounts_at(container.pid, prefix):
+        detach_in_container(container.mnt_ns_fd, container.root_fd, prefix, state.created_dir)
+    registry.remove()
