@@ -67,11 +67,8 @@ def mount_cgroups(builder: RootfsBuilder, dest: str, opts: MountOptions, in_cgro
     if unified_root:
         _mount_one(builder, dest, unified_root[0], proc_cgroup, flags, in_cgroupns)
         return
-    fd = builder.ensure_target(dest, True)
-    try:
-        linux.mount("cgroup", f"/proc/self/fd/{fd}", "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
-    finally:
-        os.close(fd)
+    with builder.target(dest, True) as target:
+        linux.mount("cgroup", target, "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
     for hierarchy in hierarchies:
         if not hierarchy.mountpoint.startswith("/sys/fs/cgroup/"):
             continue
@@ -81,11 +78,8 @@ def mount_cgroups(builder: RootfsBuilder, dest: str, opts: MountOptions, in_cgro
         _mount_one(builder, f"{dest}/{name}", hierarchy, proc_cgroup, flags, in_cgroupns)
         _link_comounted(builder, dest, name)
     if flags & linux.MS_RDONLY:
-        fd = builder.ensure_target(dest, True)
-        try:
-            builder.remount_bind(f"/proc/self/fd/{fd}", flags)
-        finally:
-            os.close(fd)
+        with builder.target(dest, True) as target:
+            builder.remount_bind(target, flags)
 
 
 def _mount_one(
@@ -96,18 +90,16 @@ def _mount_one(
     flags: int,
     in_cgroupns: bool,
 ) -> None:
-    fd = builder.ensure_target(dest, True)
-    target = f"/proc/self/fd/{fd}"
-    try:
-        if in_cgroupns:
-            data = hierarchy.options if hierarchy.fstype == "cgroup" else None
+    if in_cgroupns:
+        data = hierarchy.options if hierarchy.fstype == "cgroup" else None
+        with builder.target(dest, True) as target:
             linux.mount("cgroup", target, hierarchy.fstype, flags, data)
-        else:
-            source = hierarchy.mountpoint + own_cgroup(hierarchy, proc_cgroup).rstrip("/")
-            linux.mount(source, target, None, linux.MS_BIND)
-            builder.remount_bind(target, flags)
-    finally:
-        os.close(fd)
+        return
+    source = hierarchy.mountpoint + own_cgroup(hierarchy, proc_cgroup).rstrip("/")
+    with builder.target(dest, True) as target:
+        linux.mount(source, target, None, linux.MS_BIND)
+    with builder.target(dest, True) as target:
+        builder.remount_bind(target, flags)
 
 
 def _link_comounted(builder: RootfsBuilder, dest: str, name: str) -> None:

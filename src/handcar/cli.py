@@ -1,0 +1,338 @@
+"""handcar's command line: runc's flags, output and exit codes, over the library API.
+
+The parser is hand-written: argparse alone costs more than a whole `state` call should. Each
+command's handler imports only what that command needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from handcar import log
+from handcar.errors import HandcarError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Handler = Callable[["Invocation"], int]
+
+# flag name -> (short alias, kind, help); kind is "bool", "value", "int" or "list"
+FlagTable = dict[str, tuple[str, str, str]]
+
+GLOBAL_FLAGS: FlagTable = {
+    "debug": ("", "bool", "enable debug logging"),
+    "log": ("", "value", "set the log file to write handcar logs to (default is '/dev/stderr')"),
+    "log-format": ("", "value", "set the log format ('text' (default), or 'json')"),
+    "root": ("", "value", "root directory for storage of container state (default: /run/handcar)"),
+    "criu": ("", "value", "path to the criu binary used for checkpoint and restore"),
+    "systemd-cgroup": ("", "bool", "enable systemd cgroup support (slice:prefix:name paths)"),
+    "rootless": ("", "value", "ignore cgroup permission errors ('true', 'false', or 'auto')"),
+    "cgroup-manager": ("", "value", "crun's spelling: cgroupfs, systemd or disabled"),
+    "help": ("h", "bool", "show help"),
+    "version": ("v", "bool", "print the version"),
+}
+
+CREATE_FLAGS: FlagTable = {
+    "bundle": ("b", "value", "path to the root of the bundle directory, defaults to the current directory"),
+    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"),
+    "pidfd-socket": ("", "value", "path to an AF_UNIX socket which will receive a pidfd of the container process"),
+    "pid-file": ("", "value", "specify the file to write the process id to"),
+    "no-pivot": ("", "bool", "do not use pivot root to jail process inside rootfs"),
+    "no-new-keyring": ("", "bool", "do not create a new session keyring for the container"),
+    "preserve-fds": ("", "int", "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)"),
+}
+RUN_FLAGS: FlagTable = {
+    **CREATE_FLAGS,
+    "detach": ("d", "bool", "detach from the container's process"),
+    "keep": ("", "bool", "do not delete the container after it exits"),
+    "no-subreaper": ("", "bool", "disable the use of the subreaper used to reap reparented processes"),
+}
+
+
+class Command:
+    __slots__ = ("name", "summary", "usage", "flags", "nargs", "handler")
+
+    def __init__(
+        self, name: str, summary: str, usage: str, flags: FlagTable, nargs: str, handler: str
+    ) -> None:
+        self.name = name
+        self.summary = summary
+        self.usage = usage
+        self.flags = flags
+        self.nargs = nargs  # "0", "1", "1+" (id then more), "0-1"
+        self.handler = handler
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("create", "create a container", "<container-id>", CREATE_FLAGS, "1", "cmd_create"),
+        Command("start", "executes the user defined process in a created container", "<container-id>", {}, "1", "cmd_start"),
+        Command("run", "create and run a container", "<container-id>", RUN_FLAGS, "1", "cmd_run"),
+        Command("state", "output the state of a container", "<container-id>", {}, "1", "cmd_state"),
+        Command(
+            "list",
+            "lists containers started by handcar with the given root",
+            "",
+            {
+                "format": ("f", "value", "select one of: table or json (default: table)"),
+                "quiet": ("q", "bool", "display only container IDs"),
+            },
+            "0",
+            "cmd_list",
+        ),
+        Command(
+            "kill",
+            "kill sends the specified signal (default: SIGTERM) to the container's init process",
+            "<container-id> [signal]",
+            {"all": ("a", "bool", "send the specified signal to all processes inside the container")},
+            "1+",
+            "cmd_kill",
+        ),
+        Command(
+            "delete",
+            "delete any resources held by the container often used with detached container",
+            "<container-id>",
+            {"force": ("f", "bool", "forcibly deletes the container if it is still running (uses SIGKILL)")},
+            "1",
+            "cmd_delete",
+        ),
+        Command(
+            "spec",
+            "create a new specification file",
+            "",
+            {
+                "bundle": ("b", "value", "path to the root of the bundle directory"),
+                "rootless": ("", "bool", "generate a configuration for a rootless container"),
+            },
+            "0",
+            "cmd_spec",
+        ),
+    )
+}
+
+
+class Invocation:
+    """A parsed command line: global options, the command, its flags and positionals."""
+
+    __slots__ = ("globals", "command", "flags", "args")
+
+    def __init__(self) -> None:
+        self.globals: dict[str, Any] = {}
+        self.command: Command | None = None
+        self.flags: dict[str, Any] = {}
+        self.args: list[str] = []
+
+    def flag(self, name: str, default: Any = None) -> Any:
+        return self.flags.get(name, default)
+
+    def runtime(self) -> Any:
+        from handcar.container import DEFAULT_ROOT, Runtime
+
+        rootless = self.globals.get("rootless", "auto")
+        if rootless not in ("true", "false", "auto"):
+            raise UsageError(f"--rootless: invalid value {rootless!r} (expected true, false or auto)")
+        return Runtime(
+            self.globals.get("root") or DEFAULT_ROOT,
+            systemd_cgroup=bool(self.globals.get("systemd-cgroup"))
+            or self.globals.get("cgroup-manager") == "systemd",
+            rootless=rootless == "true" or (rootless == "auto" and os.geteuid() != 0),
+        )
+
+
+def _lookup(table: FlagTable, name: str) -> str | None:
+    if name in table:
+        return name
+    for long_name, (short, _, _) in table.items():
+        if short and short == name:
+            return long_name
+    return None
+
+
+def _take_flag(table: FlagTable, argv: list[str], i: int, into: dict[str, Any]) -> int:
+    """Parse the flag at argv[i] (Go style: -x, --x, --x=v, --x v); return the next index."""
+    arg = argv[i]
+    body = arg.lstrip("-")
+    name, eq, inline = body.partition("=")
+    long_name = _lookup(table, name)
+    if long_name is None:
+        raise UsageError(f"flag provided but not defined: -{name}")
+    kind = table[long_name][1]
+    if kind == "bool":
+        into[long_name] = inline.lower() not in ("false", "0") if eq else True
+        return i + 1
+    if eq:
+        value = inline
+    elif i + 1 < len(argv):
+        value = argv[i + 1]
+        i += 1
+    else:
+        raise UsageError(f"flag needs an argument: -{name}")
+    if kind == "int":
+        if not value.isdigit():
+            raise UsageError(f'invalid value "{value}" for flag -{name}: parse error')
+        into[long_name] = int(value)
+    elif kind == "list":
+        into.setdefault(long_name, []).append(value)
+    else:
+        into[long_name] = value
+    return i + 1
+
+
+def parse(argv: list[str]) -> Invocation:
+    inv = Invocation()
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        i = _take_flag(GLOBAL_FLAGS, argv, i, inv.globals)
+    if i == len(argv):
+        return inv
+    name = argv[i]
+    command = COMMANDS.get(name)
+    if command is None:
+        raise UsageError(f"No help topic for '{name}'")
+    inv.command = command
+    i += 1
+    # runc takes flags after the id too; everything after "--", and for `exec` everything
+    # after the command's first word, is positional.
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            inv.args.extend(argv[i + 1 :])
+            break
+        if arg.startswith("-") and arg != "-" and not _positional_locked(inv):
+            if arg in ("-h", "--help", "-help"):
+                inv.flags["help"] = True
+                i += 1
+                continue
+            i = _take_flag(command.flags, argv, i, inv.flags)
+        else:
+            inv.args.append(arg)
+            i += 1
+    return inv
+
+
+def _positional_locked(inv: Invocation) -> bool:
+    """After `exec ID CMD` or `ps ID`, the rest belongs to the command, flags included."""
+    assert inv.command is not None
+    return inv.command.name in ("exec", "ps") and len(inv.args) >= (2 if inv.command.name == "exec" else 1)
+
+
+def _check_arity(command: Command, args: list[str]) -> None:
+    count = len(args)
+    ok = {
+        "0": count == 0,
+        "1": count == 1,
+        "1+": count >= 1,
+        "0-1": count <= 1,
+    }[command.nargs]
+    if not ok:
+        if command.nargs == "0":
+            raise UsageError(f'"{command.name}" requires exactly 0 argument(s)')
+        if command.nargs == "1":
+            raise UsageError(f'"{command.name}" requires exactly 1 argument(s)')
+        raise UsageError(f'"{command.name}" requires a minimum of 1 argument(s)')
+
+
+# ---- help and version ------------------------------------------------------------------------
+
+
+def _flag_help(table: FlagTable) -> str:
+    lines = []
+    for name, (short, kind, text) in table.items():
+        shown = f"--{name}" + ("" if kind == "bool" else " value")
+        if short:
+            shown += f", -{short}" + ("" if kind == "bool" else " value")
+        lines.append(f"   {shown:<28} {text}")
+    return "\n".join(lines)
+
+
+def main_help() -> str:
+    commands = "\n".join(f"   {c.name:<12} {c.summary}" for c in COMMANDS.values())
+    return (
+        "NAME:\n   handcar - an OCI container runtime in Python, a drop-in for runc\n\n"
+        "USAGE:\n   handcar [global options] command [command options] [arguments...]\n\n"
+        f"COMMANDS:\n{commands}\n\nGLOBAL OPTIONS:\n{_flag_help(GLOBAL_FLAGS)}\n"
+    )
+
+
+def command_help(command: Command) -> str:
+    text = (
+        f"NAME:\n   handcar {command.name} - {command.summary}\n\n"
+        f"USAGE:\n   handcar {command.name} [command options] {command.usage}\n"
+    )
+    if command.flags:
+        text += f"\nOPTIONS:\n{_flag_help(command.flags)}\n"
+    return text
+
+
+def version_text() -> str:
+    from handcar import OCI_VERSION, __version__
+
+    commit = "unknown"
+    try:
+        with open(os.path.dirname(__file__) + "/COMMIT", "rb") as f:
+            commit = f.read().decode().strip() or commit
+    except OSError:
+        pass
+    return f"handcar version {__version__}\ncommit: {commit}\nspec: {OCI_VERSION}\n"
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+
+def run(argv: list[str]) -> int:
+    inv = parse(argv)
+    log.configure(
+        inv.globals.get("log"), inv.globals.get("log-format", "text"), bool(inv.globals.get("debug"))
+    )
+    if inv.globals.get("log-format", "text") not in ("text", "json"):
+        raise UsageError(f"invalid log-format: {inv.globals['log-format']}")
+    if inv.globals.get("version"):
+        sys.stdout.write(version_text())
+        return 0
+    if inv.command is None:
+        sys.stdout.write(main_help())
+        return 0 if inv.globals.get("help") or not argv else 1
+    if inv.flags.get("help"):
+        sys.stdout.write(command_help(inv.command))
+        return 0
+    _check_arity(inv.command, inv.args)
+    from handcar import commands
+
+    handler: Handler = getattr(commands, inv.command.handler)
+    return handler(inv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    code = 1
+    try:
+        code = run(args)
+    except HandcarError as err:
+        code = err.exit_code
+        log.fatal(_prefixed(args, str(err)))
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if "--debug" in args:
+            import traceback
+
+            traceback.print_exc()
+        log.fatal(_prefixed(args, f"{type(err).__name__}: {err}"))
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _prefixed(args: list[str], message: str) -> str:
+    """runc prefixes create and run failures with "runc <cmd> failed: "."""
+    for word in args:
+        if word in ("create", "run"):
+            return f"handcar {word} failed: {message}"
+        if not word.startswith("-"):
+            break
+    return message

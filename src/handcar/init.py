@@ -1,0 +1,317 @@
+"""The child side of `create`: the two forked stages that become the container's init.
+
+bootstrap (forked by the runtime)
+    joins or creates the namespaces (the user namespace first, so the runtime can write its id
+    maps), waits until the runtime has put it in the container's cgroup, creates the cgroup
+    namespace, and forks again so that the next process is pid 1 of the new pid namespace.
+    It stays as that process's parent until the runtime says the container is committed, so
+    that a failed create is reaped here and leaves no zombie behind.
+init (pid 1)
+    builds the rootfs, switches into it, applies the process settings, reports "ready" and
+    blocks on exec.fifo until `start`; then execs the user's program.
+
+Both stages are single-threaded and report any failure as one "error MESSAGE" line on their
+channel. Nothing here may return into the runtime's code: every path ends in os._exit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from handcar import linux
+from handcar.errors import HandcarError
+from handcar.sync import Channel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+
+class InitPlan:
+    """Everything the children need, decided by the runtime before it forks."""
+
+    __slots__ = (
+        "container_id",
+        "config",
+        "rootfs",
+        "bundle",
+        "fifo_path",
+        "namespaces",
+        "boot_channel",
+        "init_channel",
+        "console_socket",
+        "preserve_fds",
+        "no_pivot",
+        "no_new_keyring",
+        "seccomp",
+        "executable",
+    )
+
+    def __init__(self, container_id: str, config: dict[str, Any], bundle: str, rootfs: str) -> None:
+        self.container_id = container_id
+        self.config = config
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.fifo_path = ""
+        self.namespaces: dict[str, str] = {}
+        self.boot_channel: Channel | None = None
+        self.init_channel: Channel | None = None
+        self.console_socket = -1
+        self.preserve_fds = 0
+        self.no_pivot = False
+        self.no_new_keyring = False
+        self.seccomp: Any = None
+        self.executable = ""
+
+
+def _report_and_exit(channel: Channel | None, err: BaseException) -> NoReturn:
+    if os.environ.get("HANDCAR_DEBUG"):
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, HandcarError):
+        message = str(err)
+    elif isinstance(err, OSError) and err.strerror:
+        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
+    else:
+        message = f"{type(err).__name__}: {err}"
+    if channel is not None:
+        try:
+            channel.send("error", message)
+        except OSError:
+            pass
+    os._exit(1)
+
+
+# ---- stage 1: namespaces -------------------------------------------------------------------
+
+
+def bootstrap(plan: InitPlan) -> NoReturn:
+    channel = plan.boot_channel
+    assert channel is not None
+    try:
+        linux.set_dumpable(False)
+        _enter_namespaces(plan, channel)
+        init_pid = os.fork()
+        if init_pid == 0:
+            channel.close()
+            run_init(plan)
+        channel.send("pid", str(init_pid))
+        _guard_init(channel, init_pid)
+    except BaseException as err:  # noqa: B036 - the child must report every failure
+        _report_and_exit(channel, err)
+    os._exit(0)
+
+
+def _join(ns_type: str, path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise HandcarError(f"linux.namespaces: {ns_type} path {path}: {err.strerror}") from None
+    try:
+        linux.setns(fd, linux.NAMESPACE_FLAGS[ns_type])
+    except OSError as err:
+        raise HandcarError(f"linux.namespaces: join {ns_type} {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
+    namespaces = plan.namespaces
+    if "user" in namespaces:
+        if namespaces["user"]:
+            _join("user", namespaces["user"])
+        else:
+            linux.unshare(linux.CLONE_NEWUSER)
+            channel.send("userns")
+            channel.expect("mapped")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    new_flags = 0
+    for ns_type, path in namespaces.items():
+        if ns_type in ("user", "cgroup"):
+            continue
+        if path:
+            _join(ns_type, path)
+        else:
+            new_flags |= linux.NAMESPACE_FLAGS[ns_type]
+    if new_flags:
+        try:
+            linux.unshare(new_flags)
+        except OSError as err:
+            raise HandcarError(f"linux.namespaces: unshare: {err.strerror}") from None
+    # The cgroup namespace is rooted at the cgroup the runtime moved us into.
+    channel.send("cgroup?")
+    channel.expect("cgroup")
+    if "cgroup" in namespaces:
+        if namespaces["cgroup"]:
+            _join("cgroup", namespaces["cgroup"])
+        else:
+            linux.unshare(linux.CLONE_NEWCGROUP)
+
+
+def _guard_init(channel: Channel, init_pid: int) -> None:
+    """Stay the init's parent until the runtime commits; on failure or EOF kill and reap it."""
+    kind, _ = channel.recv()
+    if kind == "release":
+        return
+    try:
+        os.kill(init_pid, 9)
+    except ProcessLookupError:
+        pass
+    os.waitpid(init_pid, 0)
+
+
+# ---- stage 2: the init --------------------------------------------------------------------
+
+
+def run_init(plan: InitPlan) -> NoReturn:
+    channel = plan.init_channel
+    assert channel is not None
+    try:
+        os.setsid()
+        _keep_only_needed_fds(plan)
+        fifo_fd = os.open(plan.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        _setup_container(plan, channel)
+        channel.send("ready")
+        channel.expect("start-wait")
+    except BaseException as err:  # noqa: B036
+        _report_and_exit(channel, err)
+    channel.close()
+    _wait_for_start(fifo_fd)
+    _exec_user_process(plan)
+
+
+def _keep_only_needed_fds(plan: InitPlan) -> None:
+    """Close every inherited fd but stdio, --preserve-fds and our own channels.
+
+    Marking them close-on-exec is not enough: a host directory fd still open during setup
+    could be used as the process's cwd (CVE-2024-21626).
+    """
+    keep = {plan.init_channel.fileno() if plan.init_channel else -1, plan.console_socket}
+    first = 3 + plan.preserve_fds
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _setup_container(plan: InitPlan, channel: Channel) -> None:
+    from handcar import process as proc
+    from handcar import rootfs as rootfs_mod
+
+    config = plan.config
+    process: dict[str, Any] = config["process"]
+    if "network" in plan.namespaces and not plan.namespaces["network"]:
+        linux.loopback_up()
+    if "uts" in plan.namespaces:
+        if "hostname" in config:
+            linux.sethostname(config["hostname"])
+        if "domainname" in config:
+            linux.setdomainname(config["domainname"])
+    in_mount_ns = "mount" in plan.namespaces
+    if in_mount_ns:
+        builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
+        builder.prepare()
+        builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
+        builder.setup_dev()
+    channel.send("hooks")
+    channel.expect("hooks-done")
+    if in_mount_ns:
+        builder.pivot(plan.no_pivot)
+        builder.close()
+    else:
+        os.chroot(plan.rootfs)
+        os.chdir("/")
+    _write_sysctls(config)
+    linux_cfg = config.get("linux") or {}
+    if in_mount_ns:
+        rootfs_mod.readonly_paths(linux_cfg.get("readonlyPaths", []))
+        rootfs_mod.mask_paths(linux_cfg.get("maskedPaths", []))
+        if (config.get("root") or {}).get("readonly"):
+            rootfs_mod.remount_root_readonly()
+    if process.get("terminal"):
+        from handcar.console import attach_console
+
+        attach_console(plan.console_socket, process.get("consoleSize"))
+    if plan.console_socket >= 0:
+        os.close(plan.console_socket)
+    if not plan.no_new_keyring:
+        try:
+            linux.join_session_keyring(f"_ses.{plan.container_id}")
+        except OSError:
+            pass  # keyrings may be unavailable (ENOSYS, EDQUOT); runc ignores that too
+    proc.check_lsm(process)
+    proc.set_rlimits(process)
+    proc.set_oom_score_adj(process)
+    if process.get("noNewPrivileges"):
+        linux.set_no_new_privs()
+    elif plan.seccomp is not None:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
+        # capabilities are dropped (runc's order).
+        _load_seccomp(plan)
+    proc.apply_identity(process)
+    proc.enter_cwd(process)
+    env = process.get("env", [])
+    plan.executable = proc.find_executable(process["args"][0], env)
+
+
+def _cgroup_mounter(in_cgroupns: bool) -> Any:
+    def mount(builder: Any, dest: str, opts: Any) -> None:
+        from handcar.cgroups.mount import mount_cgroups
+
+        mount_cgroups(builder, dest, opts, in_cgroupns)
+
+    return mount
+
+
+def _write_sysctls(config: dict[str, Any]) -> None:
+    for key, value in ((config.get("linux") or {}).get("sysctl") or {}).items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as err:
+            raise HandcarError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
+
+
+def _wait_for_start(fifo_fd: int) -> None:
+    """Block until `start` opens exec.fifo for reading, as runc's init does."""
+    try:
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
+    except OSError as err:
+        os.write(2, f"handcar init: exec.fifo: {err.strerror}\n".encode())
+        os._exit(1)
+
+
+def _exec_user_process(plan: InitPlan) -> NoReturn:
+    process: dict[str, Any] = plan.config["process"]
+    env = process.get("env", [])
+    try:
+        if plan.seccomp is not None and process.get("noNewPrivileges"):
+            _load_seccomp(plan)
+        os.execve(plan.executable, process["args"], _env_dict(env))
+    except OSError as err:
+        os.write(2, f"handcar init: exec {plan.executable}: {err.strerror}\n".encode())
+    os._exit(127)
+
+
+def _load_seccomp(plan: InitPlan) -> None:
+    from handcar.seccomp import load_filter
+
+    load_filter(plan.seccomp)
+    plan.seccomp = None
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    return result

@@ -1,0 +1,161 @@
+"""The process settings of the OCI `process` object, applied just before exec.
+
+Shared by the container's init and by `exec`. The order follows runc's: rlimits and the OOM
+score while still privileged, then the user (keeping capabilities across setuid), then the
+capability sets; no_new_privs and seccomp last, in the order the spec asks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from handcar import linux
+from handcar.caps import CAPABILITIES, CAP_SETPCAP, capability_mask
+from handcar.errors import HandcarError
+from handcar.spec import RLIMITS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _errtext(err: OSError) -> str:
+    text = os.strerror(err.errno) if err.errno else str(err)
+    return text[:1].lower() + text[1:]
+
+
+def env_path(env: list[str]) -> str:
+    for entry in env:
+        if entry.startswith("PATH="):
+            return entry[5:]
+    return DEFAULT_PATH
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """Resolve args[0] the way Go's exec.LookPath does; its error text is what engines match."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise HandcarError(f'exec: "{name}": stat {name}: no such file or directory')
+        return name
+    for directory in env_path(env).split(":"):
+        candidate = (directory or ".") + "/" + name
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if st.st_mode & 0o111 and not os.path.isdir(candidate):
+            return candidate
+    raise HandcarError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def set_rlimits(process: dict[str, Any], where: str = "process") -> None:
+    for i, rlimit in enumerate(process.get("rlimits", [])):
+        kind = rlimit["type"]
+        try:
+            linux.setrlimit(RLIMITS[kind], rlimit["soft"], rlimit["hard"])
+        except OSError as err:
+            hint = ""
+            if err.errno == 1:
+                hint = f" (the host's hard limit is {linux.getrlimit(RLIMITS[kind])[1]})"
+            raise HandcarError(
+                f"{where}.rlimits[{i}]: setrlimit {kind} soft={rlimit['soft']} "
+                f"hard={rlimit['hard']}: {_errtext(err)}{hint}"
+            ) from None
+
+
+def set_oom_score_adj(process: dict[str, Any], where: str = "process") -> None:
+    if "oomScoreAdj" not in process:
+        return
+    value = process["oomScoreAdj"]
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as err:
+        raise HandcarError(f"{where}.oomScoreAdj: cannot set {value}: {_errtext(err)}") from None
+
+
+def check_lsm(process: dict[str, Any], where: str = "process") -> None:
+    """This host has no AppArmor or SELinux: a profile or label cannot be honoured."""
+    if process.get("apparmorProfile") and not os.path.exists("/sys/kernel/security/apparmor"):
+        raise HandcarError(f"{where}.apparmorProfile: apparmor is not enabled on this system")
+    if process.get("selinuxLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
+        raise HandcarError(f"{where}.selinuxLabel: selinux is not enabled on this system")
+
+
+class CapabilitySets:
+    __slots__ = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+    def __init__(self, caps: dict[str, list[str]] | None) -> None:
+        caps = caps or {}
+        self.bounding = capability_mask(caps.get("bounding", []))
+        self.effective = capability_mask(caps.get("effective", []))
+        self.permitted = capability_mask(caps.get("permitted", []))
+        self.inheritable = capability_mask(caps.get("inheritable", []))
+        self.ambient = [CAPABILITIES[c] for c in caps.get("ambient", []) if c in CAPABILITIES]
+
+
+def drop_bounding_set(sets: CapabilitySets) -> None:
+    last = linux.last_cap()
+    for cap in range(last + 1):
+        if not sets.bounding & (1 << cap):
+            linux.bounding_drop(cap)
+
+
+def set_user(user: dict[str, Any], where: str = "process") -> None:
+    uid = user.get("uid", 0)
+    gid = user.get("gid", 0)
+    gids = user.get("additionalGids")
+    try:
+        if gids is not None or not _setgroups_denied():
+            os.setgroups(list(gids or []))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as err:
+        raise HandcarError(f"{where}.user: cannot switch to {uid}:{gid}: {_errtext(err)}") from None
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() == b"deny"
+    except OSError:
+        return False
+
+
+def apply_identity(process: dict[str, Any], where: str = "process") -> None:
+    """Bounding set, then the user with capabilities kept across setuid, then the cap sets."""
+    sets = CapabilitySets(process.get("capabilities"))
+    if linux.capget()[0] & (1 << CAP_SETPCAP):
+        drop_bounding_set(sets)
+    linux.keep_capabilities(True)
+    set_user(process.get("user") or {}, where)
+    linux.keep_capabilities(False)
+    try:
+        linux.capset(sets.effective, sets.permitted, sets.inheritable)
+    except OSError as err:
+        raise HandcarError(f"{where}.capabilities: capset: {_errtext(err)}") from None
+    linux.ambient_clear()
+    for cap in sets.ambient:
+        try:
+            linux.ambient_raise(cap)
+        except OSError:
+            pass  # runc too ignores ambient caps outside the permitted/inheritable sets
+    umask = (process.get("user") or {}).get("umask")
+    os.umask(0o022 if umask is None else umask)
+
+
+def enter_cwd(process: dict[str, Any], where: str = "process") -> None:
+    """chdir to process.cwd and prove it lies inside the container's root.
+
+    A leaked host directory fd used as cwd (CVE-2024-21626) would leave getcwd() unreachable.
+    """
+    cwd = process.get("cwd", "/")
+    try:
+        os.chdir(cwd)
+        reached = os.getcwd()
+    except OSError as err:
+        raise HandcarError(f"{where}.cwd: chdir to {cwd}: {_errtext(err)}") from None
+    if not reached.startswith("/"):
+        raise HandcarError(f"{where}.cwd: {cwd} lies outside the container")

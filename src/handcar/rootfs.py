@@ -1,0 +1,409 @@
+"""The container's root filesystem, built inside its new mount namespace (runs in the init).
+
+Every mount target is resolved *inside* the rootfs with openat2(RESOLVE_IN_ROOT): a symlink or
+`..` in the rootfs resolves against the rootfs, never the host. The mount then goes onto the
+resolved O_PATH fd through /proc/self/fd, so a path swapped after the check cannot redirect it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from handcar import linux
+from handcar.errors import HandcarError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# option -> (flags to set, flags to clear)
+_FLAG_OPTIONS: dict[str, tuple[int, int]] = {
+    "defaults": (0, 0),
+    "ro": (linux.MS_RDONLY, 0),
+    "rw": (0, linux.MS_RDONLY),
+    "suid": (0, linux.MS_NOSUID),
+    "nosuid": (linux.MS_NOSUID, 0),
+    "dev": (0, linux.MS_NODEV),
+    "nodev": (linux.MS_NODEV, 0),
+    "exec": (0, linux.MS_NOEXEC),
+    "noexec": (linux.MS_NOEXEC, 0),
+    "sync": (linux.MS_SYNCHRONOUS, 0),
+    "async": (0, linux.MS_SYNCHRONOUS),
+    "dirsync": (linux.MS_DIRSYNC, 0),
+    "remount": (linux.MS_REMOUNT, 0),
+    "mand": (linux.MS_MANDLOCK, 0),
+    "nomand": (0, linux.MS_MANDLOCK),
+    "atime": (0, linux.MS_NOATIME),
+    "noatime": (linux.MS_NOATIME, 0),
+    "diratime": (0, linux.MS_NODIRATIME),
+    "nodiratime": (linux.MS_NODIRATIME, 0),
+    "bind": (linux.MS_BIND, 0),
+    "rbind": (linux.MS_BIND | linux.MS_REC, 0),
+    "relatime": (linux.MS_RELATIME, 0),
+    "norelatime": (0, linux.MS_RELATIME),
+    "strictatime": (linux.MS_STRICTATIME, 0),
+    "nostrictatime": (0, linux.MS_STRICTATIME),
+    "lazytime": (linux.MS_LAZYTIME, 0),
+    "nolazytime": (0, linux.MS_LAZYTIME),
+    "symfollow": (0, linux.MS_NOSYMFOLLOW),
+    "nosymfollow": (linux.MS_NOSYMFOLLOW, 0),
+    "silent": (linux.MS_SILENT, 0),
+    "loud": (0, linux.MS_SILENT),
+}
+PROPAGATION_OPTIONS: dict[str, int] = {
+    "private": linux.MS_PRIVATE,
+    "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "shared": linux.MS_SHARED,
+    "rshared": linux.MS_SHARED | linux.MS_REC,
+    "slave": linux.MS_SLAVE,
+    "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "unbindable": linux.MS_UNBINDABLE,
+    "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
+}
+# Options other runtimes accept that change nothing in the kernel mount call.
+_IGNORED_OPTIONS = frozenset(("tmpcopyup", "notmpcopyup", "copy-symlink", "nocopy"))
+# Flags that a bind remount must keep when the kernel has locked them on the source mount.
+_LOCKABLE_FLAGS = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY
+_ST_FLAGS = {1: linux.MS_RDONLY, 2: linux.MS_NOSUID, 4: linux.MS_NODEV, 8: linux.MS_NOEXEC}
+
+MOUNT_OPTIONS = sorted([*_FLAG_OPTIONS, *PROPAGATION_OPTIONS, *_IGNORED_OPTIONS])
+
+
+class MountOptions:
+    """A mounts[].options list split into flags, propagation and filesystem data."""
+
+    __slots__ = ("flags", "propagation", "data")
+
+    def __init__(self, options: list[str]) -> None:
+        self.flags = 0
+        self.propagation: list[int] = []
+        data: list[str] = []
+        for option in options:
+            if option in _FLAG_OPTIONS:
+                set_flags, clear_flags = _FLAG_OPTIONS[option]
+                self.flags = (self.flags | set_flags) & ~clear_flags
+            elif option in PROPAGATION_OPTIONS:
+                self.propagation.append(PROPAGATION_OPTIONS[option])
+            elif option not in _IGNORED_OPTIONS:
+                data.append(option)
+        self.data = ",".join(data)
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & linux.MS_BIND)
+
+
+def _errtext(err: OSError) -> str:
+    text = os.strerror(err.errno) if err.errno else str(err)
+    return text[:1].lower() + text[1:]
+
+
+class RootfsBuilder:
+    """Builds the rootfs at `root` (an absolute host path) for one container config."""
+
+    __slots__ = ("root", "root_fd", "config", "userns")
+
+    def __init__(self, root: str, config: dict[str, Any], userns: bool) -> None:
+        self.root = root
+        self.config = config
+        self.userns = userns
+        self.root_fd = -1
+
+    # ---- safe resolution -------------------------------------------------------------------
+
+    def ensure_target(self, path: str, is_dir: bool) -> int:
+        """Create the mount target inside the rootfs if missing; return an O_PATH fd to it."""
+        try:
+            return linux.openat2(
+                self.root_fd,
+                path.lstrip("/") or ".",
+                os.O_PATH,
+                linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
+            )
+        except FileNotFoundError:
+            pass
+        parent_fd = self.root_fd
+        owned = -1
+        parts = [p for p in path.split("/") if p]
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                try:
+                    fd = linux.openat2(
+                        parent_fd, part, os.O_PATH,
+                        linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
+                    )
+                except FileNotFoundError:
+                    fd = self._create_component(parent_fd, part, is_dir or not last)
+                if owned >= 0:
+                    os.close(owned)
+                parent_fd = owned = fd
+            return owned if owned >= 0 else os.dup(self.root_fd)
+        except BaseException:
+            if owned >= 0:
+                os.close(owned)
+            raise
+
+    def _create_component(self, parent_fd: int, name: str, is_dir: bool) -> int:
+        # Creating through a /proc/self/fd path of the parent's O_PATH fd keeps the creation
+        # inside the directory that was resolved safely.
+        parent = f"/proc/self/fd/{parent_fd}/"
+        try:
+            if is_dir:
+                os.mkdir(parent + name, 0o755)
+            else:
+                os.close(os.open(parent + name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        except FileExistsError:
+            pass
+        return linux.openat2(
+            parent_fd, name, os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+        )
+
+    # ---- the steps, in order ---------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make the host's mounts invisible to propagation and the rootfs a mount point."""
+        linux_cfg = self.config.get("linux") or {}
+        propagation = linux_cfg.get("rootfsPropagation", "")
+        root_flags = PROPAGATION_OPTIONS.get(propagation, linux.MS_SLAVE | linux.MS_REC)
+        linux.mount(None, "/", None, root_flags)
+        try:
+            linux.mount(self.root, self.root, None, linux.MS_BIND | linux.MS_REC)
+        except OSError as err:
+            raise HandcarError(f"root.path: cannot bind {self.root}: {_errtext(err)}") from None
+        if propagation in ("shared", "rshared", "private", "rprivate", "unbindable", "runbindable"):
+            linux.mount(None, self.root, None, PROPAGATION_OPTIONS[propagation])
+        self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def mount_all(self, cgroup_mounter: Any = None) -> None:
+        for index, entry in enumerate(self.config.get("mounts", [])):
+            self.mount_entry(index, entry, cgroup_mounter)
+
+    def mount_entry(self, index: int, entry: dict[str, Any], cgroup_mounter: Any = None) -> None:
+        dest = entry["destination"]
+        fstype = entry.get("type", "")
+        source = entry.get("source", fstype or "none")
+        opts = MountOptions(entry.get("options", []))
+        if fstype == "bind":
+            opts.flags |= linux.MS_BIND
+        if fstype == "cgroup" and cgroup_mounter is not None:
+            cgroup_mounter(self, dest, opts)
+            return
+        is_dir = True
+        if opts.is_bind:
+            if not source.startswith("/"):
+                source = os.path.join(self.config.get("_bundle", "/"), source)
+            try:
+                is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+            except OSError as err:
+                raise HandcarError(
+                    f"mounts[{index}]: bind source {source}: {_errtext(err)}"
+                ) from None
+        try:
+            self._mount(source, dest, is_dir, fstype, opts)
+        except OSError as err:
+            raise HandcarError(f"mount {jq(source)} on {dest}: {_errtext(err)}") from None
+
+    def _mount(self, source: str, dest: str, is_dir: bool, fstype: str, opts: MountOptions) -> None:
+        with self.target(dest, is_dir) as target:
+            if opts.is_bind:
+                linux.mount(source, target, None, opts.flags & (linux.MS_BIND | linux.MS_REC))
+            else:
+                kind = None if fstype in ("", "none") else fstype
+                linux.mount(source, target, kind, opts.flags, opts.data or None)
+        extra = opts.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+        if (opts.is_bind and extra) or opts.propagation:
+            # The fd we mounted through points below the new mount: reopen to reach its root.
+            with self.target(dest, is_dir) as target:
+                if opts.is_bind and extra:
+                    self.remount_bind(target, extra)
+                for propagation in opts.propagation:
+                    linux.mount(None, target, None, propagation)
+
+    def target(self, dest: str, is_dir: bool) -> _Target:
+        """`with builder.target(path) as t:` gives a /proc/self/fd path to mount on."""
+        return _Target(self.ensure_target(dest, is_dir))
+
+    @staticmethod
+    def remount_bind(target: str, flags: int) -> None:
+        """Apply flags to a bind mount; keep the flags the kernel locked on the source."""
+        try:
+            linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | flags)
+        except PermissionError:
+            locked = 0
+            current = os.statvfs(target).f_flag
+            for bit, flag in _ST_FLAGS.items():
+                if current & bit:
+                    locked |= flag
+            linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | flags | locked)
+
+    # ---- /dev --------------------------------------------------------------------------------
+
+    def setup_dev(self) -> None:
+        """Default devices, the standard links and linux.devices, unless /dev is a bind."""
+        linux_cfg = self.config.get("linux") or {}
+        devices = list(DEFAULT_DEVICES)
+        for device in linux_cfg.get("devices", []):
+            devices = [d for d in devices if d["path"] != device["path"]]
+            devices.append(device)
+        if not self._dev_is_bind():
+            for device in devices:
+                self.create_device(device)
+            self._dev_links()
+        else:
+            for device in linux_cfg.get("devices", []):
+                self.create_device(device)
+        if (self.config.get("process") or {}).get("terminal"):
+            fd = self.ensure_target("/dev/console", False)
+            os.close(fd)
+
+    def _dev_is_bind(self) -> bool:
+        for entry in self.config.get("mounts", []):
+            if entry.get("destination") == "/dev":
+                opts = entry.get("options", [])
+                return entry.get("type") == "bind" or "bind" in opts or "rbind" in opts
+        return False
+
+    def create_device(self, device: dict[str, Any]) -> None:
+        path = device["path"]
+        kind = device["type"]
+        mode = device.get("fileMode", 0o666) & 0o7777
+        type_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+        dirname, _, name = path.rpartition("/")
+        parent_fd = self.ensure_target(dirname or "/", True)
+        parent = f"/proc/self/fd/{parent_fd}/"
+        try:
+            try:
+                os.unlink(parent + name)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                raise HandcarError(f"linux.devices: {path} is a directory in the rootfs") from None
+            if self.userns:
+                self._bind_host_device(parent + name, path)
+            else:
+                dev = os.makedev(device.get("major", 0), device.get("minor", 0))
+                os.mknod(parent + name, type_bits[kind] | mode, dev)
+                os.chmod(parent + name, mode)
+                os.chown(parent + name, device.get("uid", 0), device.get("gid", 0))
+        except OSError as err:
+            raise HandcarError(f"create device {path}: {_errtext(err)}") from None
+        finally:
+            os.close(parent_fd)
+
+    @staticmethod
+    def _bind_host_device(target: str, path: str) -> None:
+        # mknod is not allowed in a user namespace: bind the host's node instead.
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        linux.mount(path, target, None, linux.MS_BIND)
+
+    def _dev_links(self) -> None:
+        links = (
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+            ("pts/ptmx", "ptmx"),
+        )
+        dev_fd = self.ensure_target("/dev", True)
+        try:
+            for source, name in links:
+                try:
+                    os.symlink(source, f"/proc/self/fd/{dev_fd}/{name}")
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(dev_fd)
+        if os.path.exists("/proc/kcore"):
+            dev_fd = self.ensure_target("/dev", True)
+            try:
+                os.symlink("/proc/kcore", f"/proc/self/fd/{dev_fd}/core")
+            except FileExistsError:
+                pass
+            finally:
+                os.close(dev_fd)
+
+    # ---- after the mounts: the switch, then masking ------------------------------------------
+
+    def pivot(self, no_pivot: bool) -> None:
+        if no_pivot:
+            os.chdir(self.root)
+            linux.mount(self.root, "/", None, linux.MS_MOVE)
+            os.chroot(".")
+            os.chdir("/")
+            return
+        # pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
+        # removes the old root without needing a directory for it inside the rootfs.
+        os.fchdir(self.root_fd)
+        linux.pivot_root(".", ".")
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        linux.umount(".", linux.MNT_DETACH)
+        os.chdir("/")
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+
+class _Target:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def mask_paths(paths: list[str]) -> None:
+    """After the switch: hide each path, a directory behind an empty read-only tmpfs and a file
+    behind /dev/null. Missing paths are skipped, as runc does."""
+    for path in paths:
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            if is_dir:
+                linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY, "size=0k,nr_inodes=1")
+            else:
+                linux.mount("/dev/null", path, None, linux.MS_BIND)
+        except OSError as err:
+            raise HandcarError(f"linux.maskedPaths: {path}: {_errtext(err)}") from None
+
+
+def readonly_paths(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise HandcarError(f"linux.readonlyPaths: {path}: {_errtext(err)}") from None
+        RootfsBuilder.remount_bind(
+            path, linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        )
+
+
+def remount_root_readonly() -> None:
+    RootfsBuilder.remount_bind("/", linux.MS_RDONLY)
+
+
+def jq(text: str) -> str:
+    """Go's %q for the simple strings in mount messages."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+DEFAULT_DEVICES: tuple[dict[str, Any], ...] = (
+    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+    {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
+    {"path": "/dev/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666},
+    {"path": "/dev/random", "type": "c", "major": 1, "minor": 8, "fileMode": 0o666},
+    {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9, "fileMode": 0o666},
+    {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0, "fileMode": 0o666},
+)

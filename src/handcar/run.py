@@ -1,0 +1,72 @@
+"""`run`: create, start and, in the foreground, wait for the container and clean up after it.
+
+In the foreground handcar is a child subreaper, so the container's init (and anything orphaned
+inside it) is re-parented to us: we reap it, return its exit status, and forward signals.
+"""
+
+from __future__ import annotations
+
+import os
+
+import _signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from handcar.container import CreateOptions, Runtime
+
+_NOT_FORWARDED = {
+    _signal.SIGCHLD,
+    _signal.SIGKILL,
+    _signal.SIGSTOP,
+    _signal.SIGURG,
+    _signal.SIGWINCH,
+}
+
+
+def forward_signals(pid: int) -> None:
+    """Send every catchable signal we receive on to `pid` (our child, so never recycled)."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in range(1, _signal.NSIG):
+        if signum in _NOT_FORWARDED or signum in (32, 33):  # glibc keeps 32/33 for itself
+            continue
+        try:
+            _signal.signal(signum, forward)
+        except (OSError, ValueError):
+            continue
+
+
+def wait_for_exit(pid: int) -> int:
+    """Reap children until `pid` exits; its exit code, or 128+signal as runc reports it."""
+    while True:
+        try:
+            child, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if child == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)
+
+
+def run_container(
+    runtime: Runtime, container_id: str, options: CreateOptions, detach: bool, keep: bool
+) -> int:
+    if detach:
+        options.subreaper = False
+    pid = runtime.create(container_id, options)
+    if detach:
+        runtime.start(container_id)
+        return 0
+    forward_signals(pid)
+    try:
+        runtime.start(container_id)
+        return wait_for_exit(pid)
+    finally:
+        if not keep:
+            runtime.delete(container_id, force=True)
