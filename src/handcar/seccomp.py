@@ -170,6 +170,11 @@ class _Rule:
         self.where = where
 
 
+def _quoted(value: object) -> str:
+    """A JSON-looking rendering of a bad value for messages: strings in double quotes."""
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def _fail(where: str, message: str) -> SeccompError:
     return SeccompError(f"{where}: {message}")
 
@@ -191,7 +196,7 @@ def _list(value: object, where: str) -> list[object]:
 def _action(name: object, errno_ret: object, where: str, errno_field: str) -> int:
     """The libseccomp action value for an OCI action name and its optional errno."""
     if not isinstance(name, str) or name not in ACTIONS:
-        raise _fail(where, f"unknown action {name!r}".replace("'", '"'))
+        raise _fail(where, f"unknown action {_quoted(name)}")
     value = ACTIONS[name]
     if name in _ACTIONS_WITH_ERRNO:
         errno = EPERM if errno_ret is None else _uint(errno_ret, errno_field, 0xFFFF)
@@ -211,7 +216,7 @@ def _conditions(args: object, where: str) -> list[tuple[int, int, int, int]]:
         index = _uint(arg.get("index"), f"{at}.index", _MAX_ARGS - 1)
         op_name = arg.get("op")
         if not isinstance(op_name, str) or op_name not in OPERATORS:
-            raise _fail(f"{at}.op", f"unknown operator {op_name!r}".replace("'", '"'))
+            raise _fail(f"{at}.op", f"unknown operator {_quoted(op_name)}")
         value = _uint(arg.get("value"), f"{at}.value")
         value_two = _uint(arg.get("valueTwo", 0), f"{at}.valueTwo")
         conds.append((index, OPERATORS[op_name], value, value_two))
@@ -243,7 +248,7 @@ def _arches(section: Mapping[str, object], where: str) -> list[int]:
         at = f"{where}.architectures[{i}]"
         token = scmp.arch_token(ARCHS[name]) if isinstance(name, str) and name in ARCHS else 0
         if not token:
-            raise _fail(at, f"unknown architecture {name!r}".replace("'", '"'))
+            raise _fail(at, f"unknown architecture {_quoted(name)}")
         tokens.append(token)
     return tokens
 
@@ -253,7 +258,7 @@ def _flags(section: Mapping[str, object], where: str, needs_listener: bool) -> i
     for i, name in enumerate(_list(section.get("flags"), f"{where}.flags")):
         at = f"{where}.flags[{i}]"
         if not isinstance(name, str) or name not in FLAGS:
-            raise _fail(at, f"unknown flag {name!r}".replace("'", '"'))
+            raise _fail(at, f"unknown flag {_quoted(name)}")
         bit = FLAGS[name]
         if bit == scmp.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV and not needs_listener:
             continue  # it only changes how a listener waits; the kernel refuses it without one
