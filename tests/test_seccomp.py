@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from handcar import linux, seccomp
+from handcar.errors import ConfigError
 from handcar.linux import libseccomp as scmp
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")
@@ -674,7 +675,7 @@ def test_bad_input_names_the_field(section: dict[str, object], message: str) -> 
     with pytest.raises(seccomp.SeccompError) as caught:
         seccomp.compile_filter(section, cache_dir=False)
     assert str(caught.value).startswith(message)
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, ConfigError)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 
+from handcar.errors import ConfigError
 from handcar.linux import libseccomp as scmp
 
 TYPE_CHECKING = False  # typing costs an import at run time; mypy treats this name as True
@@ -99,8 +100,9 @@ _OPTIMIZE_THRESHOLD = 32
 _FORMAT = b"HCSC1\n"  # serialized CompiledFilter; bump when the layout or the compiler changes
 
 
-class SeccompError(ValueError):
-    """An invalid linux.seccomp section; the message starts with the JSON path of the field."""
+class SeccompError(ConfigError, ValueError):
+    """An invalid linux.seccomp section; the message starts with the JSON path of the field.
+    A ConfigError, so the CLI reports it like any other bad config.json field."""
 
 
 class CompiledFilter:
