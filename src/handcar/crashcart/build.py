@@ -553,6 +553,50 @@ def pack(tree: str, image: str, fs_format: str) -> None:
         raise CrashcartError(f"{command[0]} failed: {lines[-1] if lines else result.returncode}")
 
 
+# Planning reads every ELF file; a remembered plan whose inputs are unchanged (same size and
+# mtime, and no package installed or removed since) skips that, making a cache hit instant.
+PACKAGE_DATABASE = "/var/lib/dpkg/status"
+
+
+def _request_key(tools: list[str], packages: list[str], prefix: str, fs_format: str) -> str:
+    request = json.dumps([LAYOUT_VERSION, tools, packages, prefix, fs_format])
+    return hashlib.sha256(request.encode()).hexdigest()[:20]
+
+
+def _stat_signature(path: str) -> list[object]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, -1, -1]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def remember_plan(cache: str, tools: list[str], packages: list[str], plan: Plan, key: str) -> None:
+    sources = sorted({e.source for e in plan.entries.values() if e.source} | {PACKAGE_DATABASE})
+    record = {"key": key, "tools": plan.tools, "inputs": [_stat_signature(p) for p in sources]}
+    directory = os.path.join(cache, "plans")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, _request_key(tools, packages, plan.prefix, plan.fs_format))
+    with open(f"{path}.{os.getpid()}", "w") as f:
+        json.dump(record, f)
+    os.replace(f"{path}.{os.getpid()}", path)
+
+
+def recall_plan(
+    cache: str, tools: list[str], packages: list[str], prefix: str, fs_format: str
+) -> tuple[str, list[str]] | None:
+    path = os.path.join(cache, "plans", _request_key(tools, packages, prefix, fs_format))
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        inputs = record["inputs"]
+        if any(_stat_signature(str(item[0])) != item for item in inputs):
+            return None
+        return str(record["key"]), [str(t) for t in record["tools"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def _replace_symlink(link: str, target: str) -> None:
     temporary = f"{link}.{os.getpid()}"
     os.symlink(target, temporary)
@@ -575,12 +619,20 @@ def build_image(
     chosen = choose_format(fs_format)
     cache = cache_dir or default_cache_dir()
     os.makedirs(cache, exist_ok=True)
-    plan = make_plan(tools, packages, prefix, chosen)
-    key = plan.key()
+    tool_list, package_list = list(tools), list(packages)
+    remembered = recall_plan(cache, tool_list, package_list, prefix, chosen)
+    if remembered is not None:
+        key, plan_tools = remembered
+        plan = None
+    else:
+        plan = make_plan(tool_list, package_list, prefix, chosen)
+        key, plan_tools = plan.key(), plan.tools
     name = f"{key}.{chosen}"
     image = os.path.join(cache, name)
     cached = os.path.isfile(image)
     if not cached:
+        if plan is None:
+            plan = make_plan(tool_list, package_list, prefix, chosen)
         progress = Progress("building toolbox", len(plan.entries) + 3, enabled=show_progress)
         staging = tempfile.mkdtemp(prefix=".build-", dir=cache)
         try:
@@ -597,6 +649,8 @@ def build_image(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             progress.close()
+    if plan is not None:
+        remember_plan(cache, tool_list, package_list, plan, key)
     _replace_symlink(os.path.join(cache, "current"), name)
     if output:
         shutil.copyfile(image, output)
@@ -607,5 +661,5 @@ def build_image(
         cached=cached,
         seconds=time.monotonic() - started,
         size=os.path.getsize(image),
-        tools=plan.tools,
+        tools=plan_tools,
     )
