@@ -348,6 +348,38 @@ def test_same_refusals_as_runc(podman: dict[str, object], tmp_path: Path) -> Non
     assert outcome["ls"] == "rc=0 "
 
 
+def _under_handcar_runtime(bundle: Path, root: Path) -> str:
+    src = str(Path(seccomp.__file__).parents[1])
+    handcar = [sys.executable, "-c", "from handcar.cli import main; main()", "--root", str(root)]
+    container = f"handcar-seccomp-test-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": src}
+    try:
+        done = subprocess.run(
+            [*handcar, "run", "--bundle", str(bundle), container],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    finally:
+        subprocess.run([*handcar, "delete", "--force", container], capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_podman_profile
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
+@pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static is not installed")
+def test_handcar_runtime_matches_runc(podman: dict[str, object], tmp_path: Path) -> None:
+    """The whole path: the runtime compiles the section, its init loads it, the probes run."""
+    bundle = _runc_bundle(tmp_path / "bundle", podman)
+    under_runc = _under_runc(bundle)
+    assert (
+        _under_handcar_runtime(bundle, tmp_path / "state").splitlines() == under_runc.splitlines()
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # actions
 
