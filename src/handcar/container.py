@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from handcar import OCI_VERSION, linux, spec
+from handcar import OCI_VERSION, spec
 from handcar.errors import ContainerNotFound, ContainerNotRunning, HandcarError
 from handcar.state import ContainerState, StateStore, read_proc_stat
 from handcar.sync import Channel, ChannelError
@@ -125,9 +125,10 @@ class Runtime:
             _release_init(state)
         finally:
             state.unlock()
-        from handcar.hooks import run_hooks
+        if state.config.get("hooks"):
+            from handcar.hooks import run_hooks
 
-        run_hooks(state, "poststart", "running", fatal=False)
+            run_hooks(state, "poststart", "running", fatal=False)
 
     def state(self, container_id: str) -> dict[str, Any]:
         return describe(self.store.load(container_id, lock=False))
@@ -291,11 +292,12 @@ class _Creation:
     def _fork(self) -> None:
         os.mkfifo(self.state.fifo_path, 0o622)
         plan = self._plan()
-        self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
         self.boot, boot_child = Channel.pair()
         self.init, init_child = Channel.pair()
         plan.boot_channel, plan.init_channel = boot_child, init_child
         if self.options.subreaper:
+            from handcar import linux
+
             linux.set_child_subreaper()
         pid = os.fork()
         if pid == 0:
@@ -309,12 +311,11 @@ class _Creation:
         init_child.close()
         if plan.console_socket >= 0:
             os.close(plan.console_socket)
+        # The children import and unshare meanwhile: make the cgroups in parallel.
+        self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
 
     def _serve_bootstrap(self) -> None:
         assert self.boot is not None
-        if self.cgroup is not None:
-            # Overlaps the first (slow) cgroup migration with the child's unshare.
-            self.cgroup.add_pid(self.child)
         while True:
             kind, payload = self.boot.recv()
             if kind == "userns":
@@ -322,10 +323,12 @@ class _Creation:
 
                 write_id_maps(self.child, self.config)
                 self.boot.send("mapped")
-            elif kind == "cgroup?":
-                self.boot.send("cgroup")
             elif kind == "pid":
                 self._record_init(int(payload))
+                # The first migration in a burst waits for an RCU grace period; the init
+                # builds its rootfs meanwhile and asks for the cgroup only when it needs it.
+                if self.cgroup is not None:
+                    self.cgroup.add_pid(self.state.pid)
                 return
             else:
                 raise ChannelError(kind, payload)
@@ -338,11 +341,14 @@ class _Creation:
 
     def _serve_init(self) -> None:
         assert self.init is not None and self.boot is not None
-        from handcar.hooks import run_hooks
-
+        self.init.expect("cgroup?")
+        self.init.send("cgroup")
         self.init.expect("hooks")
-        run_hooks(self.state, "prestart", "creating", fatal=True)
-        run_hooks(self.state, "createRuntime", "creating", fatal=True)
+        if self.config.get("hooks"):
+            from handcar.hooks import run_hooks
+
+            run_hooks(self.state, "prestart", "creating", fatal=True)
+            run_hooks(self.state, "createRuntime", "creating", fatal=True)
         self.init.send("hooks-done")
         self.init.expect("ready")
         if self.options.pid_file:

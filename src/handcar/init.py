@@ -140,14 +140,6 @@ def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
             linux.unshare(new_flags)
         except OSError as err:
             raise HandcarError(f"linux.namespaces: unshare: {err.strerror}") from None
-    # The cgroup namespace is rooted at the cgroup the runtime moved us into.
-    channel.send("cgroup?")
-    channel.expect("cgroup")
-    if "cgroup" in namespaces:
-        if namespaces["cgroup"]:
-            _join("cgroup", namespaces["cgroup"])
-        else:
-            linux.unshare(linux.CLONE_NEWCGROUP)
 
 
 def _guard_init(channel: Channel, init_pid: int) -> None:
@@ -213,11 +205,13 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
         if "domainname" in config:
             linux.setdomainname(config["domainname"])
     in_mount_ns = "mount" in plan.namespaces
+    cgroup = _CgroupJoin(plan, channel)
     if in_mount_ns:
         builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
         builder.prepare()
-        builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
+        builder.mount_all(cgroup.mount)
         builder.setup_dev()
+    cgroup.wait()
     channel.send("hooks")
     channel.expect("hooks-done")
     if in_mount_ns:
@@ -259,13 +253,37 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     plan.executable = proc.find_executable(process["args"][0], env)
 
 
-def _cgroup_mounter(in_cgroupns: bool) -> Any:
-    def mount(builder: Any, dest: str, opts: Any) -> None:
+class _CgroupJoin:
+    """The init's cgroup, joined lazily: the runtime moves us while we build the rootfs.
+
+    The cgroup namespace must be rooted at that cgroup, so it is made only afterwards, at the
+    first cgroup mount or before the hooks, whichever comes first.
+    """
+
+    __slots__ = ("plan", "channel", "done")
+
+    def __init__(self, plan: InitPlan, channel: Channel) -> None:
+        self.plan = plan
+        self.channel = channel
+        self.done = False
+
+    def wait(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.channel.send("cgroup?")
+        self.channel.expect("cgroup")
+        path = self.plan.namespaces.get("cgroup")
+        if path:
+            _join("cgroup", path)
+        elif path is not None:
+            linux.unshare(linux.CLONE_NEWCGROUP)
+
+    def mount(self, builder: Any, dest: str, opts: Any) -> None:
         from handcar.cgroups.mount import mount_cgroups
 
-        mount_cgroups(builder, dest, opts, in_cgroupns)
-
-    return mount
+        self.wait()
+        mount_cgroups(builder, dest, opts, "cgroup" in self.plan.namespaces)
 
 
 def _write_sysctls(config: dict[str, Any]) -> None:

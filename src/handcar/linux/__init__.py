@@ -17,7 +17,6 @@ SYS_OPENAT2 = 437
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_SEND_SIGNAL = 424
 SYS_CLOSE_RANGE = 436
-SYS_SECCOMP = 317
 SYS_CAPGET = 125
 SYS_CAPSET = 126
 
@@ -285,22 +284,6 @@ def keep_capabilities(keep: bool) -> None:
     prctl(PR_SET_KEEPCAPS, 1 if keep else 0)
 
 
-def seccomp_set_filter(flags: int, prog: bytes) -> int:
-    """Load a classic BPF program (an array of struct sock_filter) with seccomp(2).
-
-    Returns the syscall's result: a listener fd when flags ask for one, else 0.
-    """
-
-    class _SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    fprog = _SockFprog(len(prog) // 8, prog)
-    result: int = libc.syscall(SYS_SECCOMP, 1, flags, ctypes.byref(fprog))
-    if result < 0:
-        raise _fail("seccomp")
-    return result
-
-
 # Terminal ioctl numbers for the console.
 TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414
@@ -316,14 +299,41 @@ IFF_UP = 0x1
 
 def loopback_up() -> None:
     """Bring `lo` up in the current network namespace: one ioctl, no netlink library."""
+    import _socket
     import fcntl
-    import socket
     import struct
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 0)
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
     try:
         req = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
     finally:
         sock.close()
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("soft", ctypes.c_uint64), ("hard", ctypes.c_uint64)]
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    limit = _Rlimit(soft, hard)
+    if libc.prlimit(0, resource, ctypes.byref(limit), None) != 0:
+        raise _fail("setrlimit")
+
+
+def getrlimit(resource: int) -> tuple[int, int]:
+    limit = _Rlimit()
+    if libc.prlimit(0, resource, None, ctypes.byref(limit)) != 0:
+        raise _fail("getrlimit")
+    return limit.soft, limit.hard
+
+
+SYS_KEYCTL = 250
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> None:
+    """Give the process a fresh session keyring so it cannot read the caller's keys."""
+    if libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, _bytes(name)) < 0:
+        raise _fail("keyctl")
