@@ -32,9 +32,16 @@ __all__ = [
     "detect_layout",
     "from_paths",
     "open_manager",
+    "paths_frozen",
     "resources_from_update_flags",
     "validate_resources",
 ]
+
+
+def paths_frozen(paths: dict[str, str]) -> bool:
+    """Whether the container with these saved cgroup paths is paused: one read of the v1
+    freezer.state or the v2 cgroup.freeze, for `state` and `list`."""
+    return bool(paths) and from_paths(paths).is_frozen()
 
 
 def resources_from_update_flags(flags: dict[str, str]) -> dict[str, Any]:
