@@ -39,7 +39,7 @@ DEFAULT_TOOLS = (
     "ps",
 )
 # Bumped whenever the image layout changes, so older cached images are not reused.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BIN_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
 
@@ -99,6 +99,10 @@ DEBIAN_PACKAGE_OF = {
     "findmnt": "util-linux",
     "lsns": "util-linux",
 }
+
+# Tools whose defaults assume the host's user database: Debian's tcpdump switches to a
+# `tcpdump` user that a container doesn't have, and then refuses to run.
+WRAPPED_ARGUMENTS = {"tcpdump": "-Z root"}
 
 # Terminal descriptions worth carrying: what a debugging session's terminal is likely to be.
 TERMINFO_ENTRIES = (
@@ -290,6 +294,11 @@ class Planner:
             self.add_busybox(path)
         elif name == "gdb" and is_elf(path):
             self.add_gdb(path)
+        elif name in WRAPPED_ARGUMENTS and is_elf(path):
+            self.add_elf_program(f"libexec/{name}", path)
+            arguments = WRAPPED_ARGUMENTS[name]
+            script = f'#!{self.prefix}/bin/sh\nexec {self.prefix}/libexec/{name} {arguments} "$@"\n'
+            self.plan.add(f"bin/{name}", Entry("text", text=script))
         elif is_elf(path):
             self.add_elf_program(f"bin/{name}", path)
         else:

@@ -123,7 +123,41 @@ def enter_container_root(pid_mnt_fd: int, root_fd: int) -> None:
     os.chdir("/")
 
 
-def attach_in_container(mount_fd: int, mnt_ns_fd: int, root_fd: int, prefix: str) -> bool:
+def make_mount_point(parent_fd: int, leaf: str, owner: tuple[int, int]) -> None:
+    """Create the mount point as the container's root. In a user-namespaced container /dev
+    belongs to that namespace, where the host's uid 0 has no mapping (mkdir: EOVERFLOW)."""
+    uid, gid = owner
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        os.mkdir(leaf, 0o755, dir_fd=parent_fd)
+    except OSError as error:
+        why = "read-only" if error.errno == errno.EROFS else error.strerror
+        raise CrashcartError(f"cannot create the mount point {leaf} in the container: {why}")
+    finally:
+        # Back to euid 0, which brings the effective capabilities back for move_mount.
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def mapped_root(pid: int) -> tuple[int, int]:
+    """The host uid and gid that are root inside the target's user namespace."""
+    ids = []
+    for kind in ("uid_map", "gid_map"):
+        host_id = 0
+        with open(f"/proc/{pid}/{kind}") as f:
+            for line in f:
+                inside, outside, _count = (int(x) for x in line.split())
+                if inside == 0:
+                    host_id = outside
+                    break
+        ids.append(host_id)
+    return ids[0], ids[1]
+
+
+def attach_in_container(
+    mount_fd: int, mnt_ns_fd: int, root_fd: int, prefix: str, owner: tuple[int, int]
+) -> bool:
     """Attach the detached mount at `prefix` in the container; returns whether we had to create
     the mount point directory (and so must remove it afterwards)."""
     created_read, created_write = os.pipe2(os.O_CLOEXEC)
@@ -142,13 +176,7 @@ def attach_in_container(mount_fd: int, mnt_ns_fd: int, root_fd: int, prefix: str
         try:
             target_fd = linux.openat2(parent_fd, leaf, flags, resolve)
         except FileNotFoundError:
-            try:
-                os.mkdir(leaf, 0o755, dir_fd=parent_fd)
-            except OSError as error:
-                raise CrashcartError(
-                    f"cannot create {prefix} in the container ({error.strerror}); "
-                    f"/{parent} is read-only and has no {leaf} directory"
-                ) from None
+            make_mount_point(parent_fd, leaf, owner)
             os.write(created_write, b"1")
             target_fd = linux.openat2(parent_fd, leaf, flags, resolve)
         mountapi.attach_mount(mount_fd, target_fd)
@@ -302,7 +330,10 @@ def ensure_mounted(container: Container, image: str, fs_format: str, prefix: str
         return
     mount_fd = open_image_mount(image, fs_format)
     try:
-        created = attach_in_container(mount_fd, container.mnt_ns_fd, container.root_fd, prefix)
+        owner = mapped_root(container.pid)
+        created = attach_in_container(
+            mount_fd, container.mnt_ns_fd, container.root_fd, prefix, owner
+        )
     finally:
         os.close(mount_fd)
     registry.write_state(MountState(created_dir=created, pinned=False, image=image))
