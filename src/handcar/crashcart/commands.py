@@ -13,6 +13,7 @@ from handcar.crashcart.inject import (
     SessionRegistry,
     ensure_mounted,
     mounts_at,
+    open_image_mount,
     remove_mount,
 )
 from handcar.crashcart.session import SessionOptions, run_session
@@ -42,16 +43,30 @@ def run_exec(request: ExecRequest) -> int:
     registry = SessionRegistry(container.mnt_ns_inode())
     try:
         with SessionRegistry.global_lock():
-            ensure_mounted(container, image.path, image.fs_format, image.prefix)
+            shared = ensure_mounted(container, image.path, image.fs_format, image.prefix)
             if request.mount_only:
+                if not shared:
+                    raise CrashcartError(
+                        f"the container's {os.path.dirname(image.prefix)} is read-only and has"
+                        f" no {os.path.basename(image.prefix)}: there is no place to leave the"
+                        " toolbox mounted (a session without --mount-only uses a private view)"
+                    )
                 state = registry.read_state()
                 state.pinned = True
                 registry.write_state(state)
                 print(f"{image.prefix}")
                 return 0
-            registry.join()
+            if shared:
+                registry.join()
+        options = session_options(request, image)
+        if not shared:
+            options.private_mount_fd = open_image_mount(image.path, image.fs_format)
+            try:
+                return run_session(target.pid, options)
+            finally:
+                os.close(options.private_mount_fd)
         try:
-            return run_session(target.pid, session_options(request, image))
+            return run_session(target.pid, options)
         finally:
             leave(container, registry, image.prefix)
     finally:

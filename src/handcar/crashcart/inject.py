@@ -31,6 +31,11 @@ from handcar.linux import mountapi
 RUN_DIR = "/run/crashcart"
 RESOLVE_NO_SYMLINKS = 0x04
 IMAGE_FILESYSTEMS = ("erofs", "squashfs")
+HELPER_NO_MOUNT_POINT = 3
+
+
+class MountPointUnavailable(CrashcartError):
+    """The container has no directory for the mount and none can be made (read-only parent)."""
 
 
 @dataclass
@@ -105,13 +110,16 @@ def run_in_helper(action: Callable[[], None]) -> None:
             action()
         except BaseException as error:  # noqa: BLE001 - everything must reach the parent
             os.write(write_end, str(error).encode(errors="replace")[:4000])
-            code = 1
+            code = HELPER_NO_MOUNT_POINT if isinstance(error, MountPointUnavailable) else 1
         os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    code = os.waitstatus_to_exitcode(status)
+    if code == HELPER_NO_MOUNT_POINT:
+        raise MountPointUnavailable(message)
+    if code != 0:
         raise CrashcartError(message or f"helper failed with status {status}")
 
 
@@ -133,7 +141,10 @@ def make_mount_point(parent_fd: int, leaf: str, owner: tuple[int, int]) -> None:
         os.mkdir(leaf, 0o755, dir_fd=parent_fd)
     except OSError as error:
         why = "read-only" if error.errno == errno.EROFS else error.strerror
-        raise CrashcartError(f"cannot create the mount point {leaf} in the container: {why}")
+        message = f"cannot create the mount point {leaf} in the container: {why}"
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise MountPointUnavailable(message) from None
+        raise CrashcartError(message) from None
     finally:
         # Back to euid 0, which brings the effective capabilities back for move_mount.
         os.seteuid(0)
@@ -322,21 +333,87 @@ class Container:
         return os.fstat(self.mnt_ns_fd).st_ino
 
 
-def ensure_mounted(container: Container, image: str, fs_format: str, prefix: str) -> None:
-    """Mount the image in the container unless it is there already (global lock held)."""
+def ensure_mounted(container: Container, image: str, fs_format: str, prefix: str) -> bool:
+    """Mount the image in the container unless it is there already (global lock held).
+
+    Returns False when the container has no place for the mount (a read-only /dev without the
+    mount point): the caller then gives its session a private view instead (private_toolbox)."""
     registry = SessionRegistry(container.mnt_ns_inode())
     present = [t for t in mounts_at(container.pid, prefix) if t in IMAGE_FILESYSTEMS]
     if present:
-        return
+        return True
     mount_fd = open_image_mount(image, fs_format)
     try:
         owner = mapped_root(container.pid)
         created = attach_in_container(
             mount_fd, container.mnt_ns_fd, container.root_fd, prefix, owner
         )
+    except MountPointUnavailable:
+        return False
     finally:
         os.close(mount_fd)
     registry.write_state(MountState(created_dir=created, pinned=False, image=image))
+    return True
+
+
+def private_toolbox(image_mount_fd: int, prefix: str) -> None:
+    """Give this process (already in the container's mount namespace and root) a private copy
+    of that namespace in which the toolbox sits at `prefix`, for containers whose /dev is
+    read-only and has no mount point: the container itself sees nothing change.
+
+    In the copy, a fresh tmpfs covers the parent directory, and every entry of the original
+    is bound back into it (submounts included), beside the new mount point."""
+    linux.unshare(linux.CLONE_NEWNS)
+    # Our mounts must not propagate back into the container's namespace.
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    parent, leaf = _mount_point_parts(prefix)
+    parent_path = "/" + parent.lstrip(".")
+    original = os.open(parent_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        entries = [
+            (name, os.lstat(os.path.join(parent_path, name))) for name in os.listdir(parent_path)
+        ]
+        fs_fd = mountapi.fsopen("tmpfs")
+        try:
+            mountapi.fsconfig_set_string(fs_fd, "mode", "755")
+            mountapi.fsconfig_create(fs_fd)
+            cover = mountapi.fsmount(fs_fd, mountapi.MOUNT_ATTR_NOSUID)
+        finally:
+            os.close(fs_fd)
+        mountapi.move_mount(
+            cover, "", mountapi.AT_FDCWD, parent_path, mountapi.MOVE_MOUNT_F_EMPTY_PATH
+        )
+        os.close(cover)
+        for name, info in entries:
+            _rebind_entry(original, parent_path, name, info)
+        os.mkdir(os.path.join(parent_path, leaf), 0o755)
+        mountapi.move_mount(
+            image_mount_fd,
+            "",
+            mountapi.AT_FDCWD,
+            os.path.join(parent_path, leaf),
+            mountapi.MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        mountapi.mount_setattr(parent_path, attr_set=mountapi.MOUNT_ATTR_RDONLY)
+    finally:
+        os.close(original)
+
+
+def _rebind_entry(original_fd: int, parent_path: str, name: str, info: os.stat_result) -> None:
+    path = os.path.join(parent_path, name)
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(name, dir_fd=original_fd), path)
+        return
+    if stat.S_ISDIR(info.st_mode):
+        os.mkdir(path, stat.S_IMODE(info.st_mode))
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    flags = mountapi.OPEN_TREE_CLONE | mountapi.AT_RECURSIVE | mountapi.AT_SYMLINK_NOFOLLOW
+    tree = mountapi.open_tree(name, flags, dirfd=original_fd)
+    try:
+        mountapi.move_mount(tree, "", mountapi.AT_FDCWD, path, mountapi.MOVE_MOUNT_F_EMPTY_PATH)
+    finally:
+        os.close(tree)
 
 
 def remove_mount(container: Container, registry: SessionRegistry, prefix: str) -> None:

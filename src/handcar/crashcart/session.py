@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from handcar import linux
 from handcar.crashcart.errors import CrashcartError
+from handcar.crashcart.inject import private_toolbox
 
 # Namespaces in the order the keeper joins them: cgroup after the cgroup move so its root is
 # the container's cgroup, mnt before the chroot, user last so the others are joined with the
@@ -57,6 +58,8 @@ class SessionOptions:
     keep_caps: bool = False
     pid_namespace: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    # A detached toolbox mount for a private view (when the container has no place for it).
+    private_mount_fd: int | None = None
 
 
 @dataclass
@@ -390,6 +393,8 @@ def _join_container(handles: Handles, options: SessionOptions) -> None:
             os.fchdir(handles.root_fd)
             os.chroot(".")
             os.chdir("/")
+            if options.private_mount_fd is not None:
+                private_toolbox(options.private_mount_fd, options.prefix)
             if handles.cwd_fd is not None:
                 try:
                     os.fchdir(handles.cwd_fd)
