@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 
 from handcar.crashcart.errors import CrashcartError
 from handcar.crashcart.imagefile import ImageInfo, find_image
@@ -20,18 +19,20 @@ from handcar.crashcart.session import SessionOptions, run_session
 from handcar.crashcart.targets import resolve_target
 
 
-@dataclass
 class ExecRequest:
-    target: str
-    command: list[str] = field(default_factory=list)
-    image: str | None = None
-    state_roots: list[str] = field(default_factory=list)
-    user: tuple[int, int] | None = None
-    keep_caps: bool = False
-    pid_namespace: bool = True
-    tty: bool | None = None
-    mount_only: bool = False
-    unmount: bool = False
+    """What `crashcart [exec]` was asked to do, filled in by the command-line parser."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.command: list[str] = []
+        self.image: str | None = None
+        self.state_roots: list[str] = []
+        self.user: tuple[int, int] | None = None
+        self.keep_caps = False
+        self.pid_namespace = True
+        self.tty: bool | None = None
+        self.mount_only = False
+        self.unmount = False
 
 
 def run_exec(request: ExecRequest) -> int:

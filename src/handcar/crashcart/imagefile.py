@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 from handcar.crashcart.errors import CrashcartError
 
 DEFAULT_PREFIX = "/dev/crashcart"
 
 
-@dataclass
 class ImageInfo:
-    path: str
-    prefix: str
-    fs_format: str
-    tools: list[str]
+    def __init__(self, path: str, prefix: str, fs_format: str, tools: list[str]) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.fs_format = fs_format
+        self.tools = tools
 
 
 def default_cache_dir() -> str:

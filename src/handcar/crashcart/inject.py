@@ -22,7 +22,6 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from handcar import linux
 from handcar.crashcart.errors import CrashcartError
@@ -38,13 +37,13 @@ class MountPointUnavailable(CrashcartError):
     """The container has no directory for the mount and none can be made (read-only parent)."""
 
 
-@dataclass
 class MountState:
     """What crashcart remembers about its mount in one mount namespace (a small JSON file)."""
 
-    created_dir: bool = False
-    pinned: bool = False
-    image: str = ""
+    def __init__(self, created_dir: bool = False, pinned: bool = False, image: str = "") -> None:
+        self.created_dir = created_dir
+        self.pinned = pinned
+        self.image = image
 
 
 def namespace_inode(pid: int, name: str) -> int:
@@ -272,7 +271,9 @@ class SessionRegistry:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         temporary = self.state_file + ".tmp"
         with open(temporary, "w") as f:
-            json.dump(state.__dict__, f)
+            json.dump(
+                {"created_dir": state.created_dir, "pinned": state.pinned, "image": state.image}, f
+            )
         os.replace(temporary, self.state_file)
 
     def join(self) -> None:
@@ -309,14 +310,14 @@ class SessionRegistry:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@dataclass
 class Container:
     """Handles on a target process, opened once from the host's /proc."""
 
-    pid: int
-    pidfd: int
-    mnt_ns_fd: int
-    root_fd: int
+    def __init__(self, pid: int, pidfd: int, mnt_ns_fd: int, root_fd: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.mnt_ns_fd = mnt_ns_fd
+        self.root_fd = root_fd
 
     @classmethod
     def open(cls, pid: int) -> Container:

@@ -24,7 +24,6 @@ import termios
 import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from handcar import linux
 from handcar.crashcart.errors import CrashcartError
@@ -48,30 +47,49 @@ DEFAULT_CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 EXIT_CRASHCART_ERROR = 125
 
 
-@dataclass
 class SessionOptions:
-    prefix: str
-    command: list[str]
-    target_name: str
-    use_tty: bool
-    user: tuple[int, int] | None = None
-    keep_caps: bool = False
-    pid_namespace: bool = True
-    extra_env: dict[str, str] = field(default_factory=dict)
-    # A detached toolbox mount for a private view (when the container has no place for it).
-    private_mount_fd: int | None = None
+    # Plain classes rather than dataclasses on this path: importing dataclasses costs 18 ms,
+    # a sixth of the time to run a command in a container.
+    def __init__(
+        self,
+        prefix: str,
+        command: list[str],
+        target_name: str,
+        use_tty: bool,
+        user: tuple[int, int] | None = None,
+        keep_caps: bool = False,
+        pid_namespace: bool = True,
+    ) -> None:
+        self.prefix = prefix
+        self.command = command
+        self.target_name = target_name
+        self.use_tty = use_tty
+        self.user = user
+        self.keep_caps = keep_caps
+        self.pid_namespace = pid_namespace
+        self.extra_env: dict[str, str] = {}
+        # A detached toolbox mount for a private view (when the container has no place for it).
+        self.private_mount_fd: int | None = None
 
 
-@dataclass
 class Handles:
     """Everything the keeper needs from the host, opened before any namespace is joined."""
 
-    namespaces: dict[str, int]
-    cgroup_procs: list[int]
-    root_fd: int
-    cwd_fd: int | None
-    own_pid_ns: int
-    target_pid_ns: int | None
+    def __init__(
+        self,
+        namespaces: dict[str, int],
+        cgroup_procs: list[int],
+        root_fd: int,
+        cwd_fd: int | None,
+        own_pid_ns: int,
+        target_pid_ns: int | None,
+    ) -> None:
+        self.namespaces = namespaces
+        self.cgroup_procs = cgroup_procs
+        self.root_fd = root_fd
+        self.cwd_fd = cwd_fd
+        self.own_pid_ns = own_pid_ns
+        self.target_pid_ns = target_pid_ns
 
 
 def open_handles(pid: int, pid_namespace: bool) -> Handles:

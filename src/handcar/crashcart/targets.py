@@ -6,8 +6,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-from dataclasses import dataclass
 
 from handcar.crashcart.errors import CrashcartError
 
@@ -27,10 +25,12 @@ STATE_FILES = (
 ENGINE_TIMEOUT = 10.0
 
 
-@dataclass
 class Target:
-    pid: int
-    description: str
+    __slots__ = ("pid", "description")
+
+    def __init__(self, pid: int, description: str) -> None:
+        self.pid = pid
+        self.description = description
 
 
 def process_start_time(pid: int) -> int | None:
@@ -112,6 +112,8 @@ def find_in_state_roots(name: str, extra_roots: list[str]) -> Target | None:
 
 
 def _ask(command: list[str]) -> str | None:
+    import subprocess  # only engines need it: keep it off the common path
+
     try:
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=ENGINE_TIMEOUT, check=False
