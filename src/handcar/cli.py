@@ -50,6 +50,59 @@ RUN_FLAGS: FlagTable = {
     "no-subreaper": ("", "bool", "disable the use of the subreaper used to reap reparented processes"),
 }
 
+EXEC_FLAGS: FlagTable = {
+    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"),
+    "pidfd-socket": ("", "value", "path to an AF_UNIX socket which will receive a pidfd of the exec'd process"),
+    "cwd": ("", "value", "current working directory in the container"),
+    "env": ("e", "list", "set environment variables"),
+    "tty": ("t", "bool", "allocate a pseudo-TTY"),
+    "user": ("u", "value", "UID (format: <uid>[:<gid>])"),
+    "additional-gids": ("g", "list", "additional gids"),
+    "process": ("p", "value", "path to the process.json"),
+    "detach": ("d", "bool", "detach from the container's process"),
+    "pid-file": ("", "value", "specify the file to write the process id to"),
+    "process-label": ("", "value", "set the asm process label for the process commonly used with selinux"),
+    "apparmor": ("", "value", "set the apparmor profile for the process"),
+    "no-new-privs": ("", "bool", "set the no new privileges value for the process"),
+    "cap": ("c", "list", "add a capability to the bounding set for the process"),
+    "preserve-fds": ("", "int", "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)"),
+    "cgroup": ("", "list", "run the process in an (existing) sub-cgroup(s). Format is [<controller>:]<cgroup>."),
+    "ignore-paused": ("", "bool", "allow exec in a paused container"),
+}
+# CRIU cannot run on this kernel (see handcar.checkpoint): the flags are accepted so that the
+# error names the real reason instead of "flag provided but not defined".
+_CRIU_COMMON: FlagTable = {
+    "image-path": ("", "value", "path for saving criu image files"),
+    "work-path": ("", "value", "path for saving work files and logs"),
+    "tcp-established": ("", "bool", "allow open tcp connections"),
+    "ext-unix-sk": ("", "bool", "allow external unix sockets"),
+    "shell-job": ("", "bool", "allow shell jobs"),
+    "file-locks": ("", "bool", "handle file locks, for safety"),
+    "manage-cgroups-mode": ("", "value", "cgroups mode: soft|full|strict|ignore"),
+    "empty-ns": ("", "list", "create a namespace, but don't restore its properties"),
+    "auto-dedup": ("", "bool", "enable auto deduplication of memory images"),
+    "lazy-pages": ("", "bool", "use userfaultfd to lazily restore memory pages"),
+}
+CHECKPOINT_FLAGS: FlagTable = {
+    **_CRIU_COMMON,
+    "parent-path": ("", "value", "path for previous criu image files in pre-dump"),
+    "leave-running": ("", "bool", "leave the process running after checkpointing"),
+    "page-server": ("", "value", "ADDRESS:PORT of the page server"),
+    "status-fd": ("", "value", "criu writes \\0 to this FD once lazy-pages is ready"),
+    "pre-dump": ("", "bool", "dump container's memory information only, leave the container running after this"),
+}
+RESTORE_FLAGS: FlagTable = {
+    **_CRIU_COMMON,
+    "bundle": ("b", "value", "path to the root of the bundle directory"),
+    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive the console's master fd"),
+    "detach": ("d", "bool", "detach from the container's process"),
+    "pid-file": ("", "value", "specify the file to write the process id to"),
+    "no-subreaper": ("", "bool", "disable the use of the subreaper used to reap reparented processes"),
+    "no-pivot": ("", "bool", "do not use pivot root to jail process inside rootfs"),
+    "lsm-profile": ("", "value", "Specify an LSM profile to be used during restore"),
+    "lsm-mount-context": ("", "value", "Specify an LSM mount context to be used during restore"),
+}
+
 
 class Command:
     __slots__ = ("name", "summary", "usage", "flags", "nargs", "handler")
@@ -110,6 +163,10 @@ COMMANDS: dict[str, Command] = {
             "0",
             "cmd_spec",
         ),
+        Command("exec", "execute new process inside the container", "<container-id> <command> [command options]  ||  -p process.json <container-id>", EXEC_FLAGS, "1+", "cmd_exec"),
+        Command("features", "show the enabled features", "", {}, "0", "cmd_features"),
+        Command("checkpoint", "checkpoint a running container (CRIU: unavailable on this host, see the error)", "<container-id>", CHECKPOINT_FLAGS, "1", "cmd_checkpoint"),
+        Command("restore", "restore a container from a previous checkpoint (CRIU: unavailable on this host)", "<container-id>", RESTORE_FLAGS, "1", "cmd_restore"),
     )
 }
 

@@ -127,3 +127,72 @@ def cmd_run(inv: Invocation) -> int:
     return run_container(
         inv.runtime(), inv.args[0], options, bool(inv.flag("detach")), bool(inv.flag("keep"))
     )
+
+
+def cmd_exec(inv: Invocation) -> int:
+    from handcar.errors import ExecSetupError
+    from handcar.exec import ExecOptions, ProcessArgs, exec_process, load_process_file
+
+    options = ExecOptions()
+    options.console_socket = inv.flag("console-socket", "")
+    options.pidfd_socket = inv.flag("pidfd-socket", "")
+    options.detach = bool(inv.flag("detach"))
+    options.pid_file = inv.flag("pid-file", "")
+    options.preserve_fds = inv.flag("preserve-fds", 0)
+    options.cgroup = inv.flag("cgroup", [])
+    options.ignore_paused = bool(inv.flag("ignore-paused"))
+    attach = None
+    try:
+        if inv.flag("process"):
+            process: Any = load_process_file(inv.flag("process"))
+        else:
+            spec = ProcessArgs(inv.args[1:])
+            spec.cwd = inv.flag("cwd", "")
+            spec.env = inv.flag("env", [])
+            spec.user = inv.flag("user", "")
+            spec.additional_gids = inv.flag("additional-gids", [])
+            spec.caps = inv.flag("cap", [])
+            if "no-new-privs" in inv.flags:
+                spec.no_new_privs = bool(inv.flag("no-new-privs"))
+            spec.apparmor = inv.flag("apparmor", "")
+            spec.process_label = inv.flag("process-label", "")
+            spec.tty = bool(inv.flag("tty"))
+            process = spec.build
+        wants_tty = bool(inv.flag("tty")) if not inv.flag("process") else None
+        if wants_tty is None:
+            wants_tty = bool(process.get("terminal"))
+        if wants_tty and not options.console_socket and not options.detach:
+            from handcar.terminal import TerminalAttach
+
+            attach = TerminalAttach()
+            options.console_fd = attach.peer_fd
+        options.attach = attach
+        return exec_process(inv.runtime(), inv.args[0], process, options)
+    except ExecSetupError as err:
+        raise ExecSetupError(f"exec failed: {err}") from None
+    except HandcarError as err:
+        raise ExecSetupError(f"exec failed: {err}") from None
+    finally:
+        if attach is not None:
+            attach.close()
+
+
+def cmd_features(inv: Invocation) -> int:
+    from handcar.features import features
+
+    _out(jsonio.dumps(features(), "    ") + "\n")
+    return 0
+
+
+def cmd_checkpoint(inv: Invocation) -> int:
+    from handcar.checkpoint import checkpoint
+
+    checkpoint(inv.runtime(), inv.args[0])
+    return 0
+
+
+def cmd_restore(inv: Invocation) -> int:
+    from handcar.checkpoint import restore
+
+    restore(inv.runtime(), inv.args[0])
+    return 0

@@ -25,7 +25,11 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def attach_console(console_socket: int, size: dict[str, Any] | None) -> None:
+def attach_console(
+    console_socket: int, size: dict[str, Any] | None, bind_console: bool = True
+) -> None:
+    """Make a pty (from this mount namespace's /dev/ptmx), send its master, take the slave as
+    stdio and controlling terminal; the init also binds it over /dev/console, exec does not."""
     if console_socket < 0:
         raise HandcarError("process.terminal: a terminal needs --console-socket")
     master, slave = os.openpty()
@@ -41,7 +45,8 @@ def attach_console(console_socket: int, size: dict[str, Any] | None) -> None:
         sock.close()
         os.close(master)
     try:
-        linux.mount(slave_path, "/dev/console", None, linux.MS_BIND)
+        if bind_console:
+            linux.mount(slave_path, "/dev/console", None, linux.MS_BIND)
     except OSError:
         pass  # no /dev/console target (no tmpfs /dev): the process still gets the pty
     for target in (0, 1, 2):

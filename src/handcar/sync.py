@@ -80,3 +80,23 @@ def connect_unix(path: str) -> _socket.socket:
         sock.close()
         raise
     return sock
+
+
+def send_pidfd(path: str, pid: int) -> None:
+    """--pidfd-socket: send a pidfd of `pid` to the unix socket at `path` (SCM_RIGHTS)."""
+    import os
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as err:
+        raise OSError(err.errno, f"--pidfd-socket: pidfd_open {pid}: {err.strerror}") from None
+    try:
+        sock = connect_unix(path)
+        try:
+            send_fd(sock, pidfd, b"pidfd")
+        finally:
+            sock.close()
+    except OSError as err:
+        raise OSError(err.errno, f"--pidfd-socket {path}: {err.strerror}") from None
+    finally:
+        os.close(pidfd)

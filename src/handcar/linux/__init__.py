@@ -19,6 +19,7 @@ SYS_PIDFD_SEND_SIGNAL = 424
 SYS_CLOSE_RANGE = 436
 SYS_CAPGET = 125
 SYS_CAPSET = 126
+SYS_SECCOMP = 317  # used by handcar.linux.libseccomp
 
 # Namespace flags (sched.h).
 CLONE_NEWNS = 0x00020000

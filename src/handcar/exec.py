@@ -1,0 +1,574 @@
+"""`exec`: start a new process inside a running container.
+
+runtime (this process)
+    checks the container's status, builds and validates the process, compiles its seccomp
+    filter, forks the joiner, moves it into the container's cgroups, and waits until the
+    process has exec'd (its channel reaches EOF: the last copy was close-on-exec) or reported
+    an error. In the foreground it is a child subreaper, so the process is re-parented to it
+    once the joiner exits: it forwards signals and returns the exit code (128+signal).
+joiner (forked, host pid namespace)
+    non-dumpable, closes every inherited fd but stdio and --preserve-fds, opens the init's
+    /proc/PID/ns/* (checked against the init's start time, so never a recycled pid), joins
+    the user namespace first and then the others, chroots to the init's root and forks: the
+    pid and time namespaces take effect only in children.
+process (forked by the joiner, inside every namespace)
+    a new session, the terminal (a pty made from the container's /dev/ptmx, its master sent
+    over the console socket), the process settings shared with the init (handcar.process),
+    seccomp, and execve.
+
+Single-threaded throughout: setns(CLONE_NEWNS) and setns(CLONE_NEWUSER) refuse threaded callers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from handcar import linux
+from handcar.errors import ExecSetupError, HandcarError
+from handcar.sync import Channel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+
+    from handcar.container import Runtime
+    from handcar.state import ContainerState
+
+    ProcessSource = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+# /proc/PID/ns names, in the order they are joined: the user namespace first (it grants the
+# rights to join the others, which it owns), the mount namespace last but for pid and time,
+# which only apply to children anyway.
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "mnt", "pid", "time")
+_PROC_NS_FLAGS = {
+    "user": linux.CLONE_NEWUSER,
+    "cgroup": linux.CLONE_NEWCGROUP,
+    "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS,
+    "net": linux.CLONE_NEWNET,
+    "mnt": linux.CLONE_NEWNS,
+    "pid": linux.CLONE_NEWPID,
+    "time": linux.CLONE_NEWTIME,
+}
+
+
+class ExecOptions:
+    """`exec`'s flags other than the process itself. The defaults are runc's."""
+
+    __slots__ = (
+        "console_socket",
+        "console_fd",
+        "detach",
+        "pid_file",
+        "pidfd_socket",
+        "preserve_fds",
+        "cgroup",
+        "ignore_paused",
+        "attach",
+    )
+
+    def __init__(self) -> None:
+        self.console_socket = ""
+        self.console_fd = -1  # an already connected console socket (the foreground -t case)
+        self.detach = False
+        self.pid_file = ""
+        self.pidfd_socket = ""
+        self.preserve_fds = 0
+        self.cgroup: list[str] = []
+        self.ignore_paused = False
+        self.attach: Any = None  # a handcar.terminal.TerminalAttach: foreground -t without a socket
+
+
+class _Plan:
+    """What the joiner and the process need, decided before the fork."""
+
+    __slots__ = (
+        "container_id",
+        "init_pid",
+        "init_start_time",
+        "process",
+        "channel",
+        "console_fd",
+        "preserve_fds",
+        "seccomp",
+        "no_new_keyring",
+    )
+
+    def __init__(self, state: ContainerState, process: dict[str, Any], channel: Channel) -> None:
+        self.container_id = state.id
+        self.init_pid = state.pid
+        self.init_start_time = str(state.data.get("init_start_time", ""))
+        self.process = process
+        self.channel = channel
+        self.console_fd = -1
+        self.preserve_fds = 0
+        self.seccomp: Any = None
+        self.no_new_keyring = False
+
+
+# ---- the process object ------------------------------------------------------------------
+
+
+def load_process_file(path: str) -> dict[str, Any]:
+    """--process FILE: a whole OCI process object, validated like config.json's."""
+    from handcar import jsonio
+    from handcar.spec import Checker, check_process
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ExecSetupError(f"open {path}: {err.strerror}") from None
+    process = jsonio.loads(raw, "process.json")
+    check = Checker("process.json")
+    if not isinstance(process, dict):
+        raise check.fail("process", "must be an object")
+    check_process(process, check)
+    return process
+
+
+class ProcessArgs:
+    """A process given on the command line: defaults come from the container's own process,
+    as in runc (env, cwd, user, capabilities, rlimits, noNewPrivileges, ...)."""
+
+    __slots__ = (
+        "args",
+        "cwd",
+        "env",
+        "user",
+        "additional_gids",
+        "caps",
+        "no_new_privs",
+        "apparmor",
+        "process_label",
+        "tty",
+    )
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.cwd = ""
+        self.env: list[str] = []
+        self.user = ""
+        self.additional_gids: list[str] = []
+        self.caps: list[str] = []
+        self.no_new_privs: bool | None = None
+        self.apparmor = ""
+        self.process_label = ""
+        self.tty = False
+
+    def build(self, base: dict[str, Any]) -> dict[str, Any]:
+        from handcar.spec import Checker, check_process
+
+        process: dict[str, Any] = dict(_deep_copy(base))
+        process.pop("consoleSize", None)
+        process["args"] = list(self.args)
+        process["terminal"] = self.tty
+        if self.cwd:
+            process["cwd"] = self.cwd
+        if self.env:
+            process["env"] = list(process.get("env") or []) + self.env
+        user = dict(process.get("user") or {"uid": 0, "gid": 0})
+        if self.user:
+            uid_text, _, gid_text = self.user.partition(":")
+            user["uid"] = _parse_id(uid_text, "uid", self.user)
+            if gid_text:
+                user["gid"] = _parse_id(gid_text, "gid", self.user)
+        for gid in self.additional_gids:
+            user.setdefault("additionalGids", [])
+            user["additionalGids"] = list(user["additionalGids"]) + [_parse_id(gid, "gid", gid)]
+        process["user"] = user
+        if self.caps:
+            caps = {k: list(v) for k, v in (process.get("capabilities") or {}).items()}
+            for cap in self.caps:
+                name = cap.upper() if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
+                for key in ("bounding", "effective", "permitted"):
+                    caps.setdefault(key, []).append(name)
+                # Ambient capabilities need the inheritable bit: only then raise them too.
+                if caps.get("inheritable"):
+                    caps["inheritable"].append(name)
+                    caps.setdefault("ambient", []).append(name)
+            process["capabilities"] = caps
+        if self.no_new_privs is not None:
+            process["noNewPrivileges"] = self.no_new_privs
+        if self.apparmor:
+            process["apparmorProfile"] = self.apparmor
+        if self.process_label:
+            process["selinuxLabel"] = self.process_label
+        if not self.args:
+            raise ExecSetupError("args must not be empty")
+        check_process(process, Checker("exec"))
+        return process
+
+
+def _parse_id(text: str, what: str, whole: str) -> int:
+    if not text.isdigit():
+        raise ExecSetupError(f"parsing {whole} as int for {what} failed")
+    return int(text)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# ---- the runtime's side ------------------------------------------------------------------
+
+
+def exec_process(
+    runtime: Runtime, container_id: str, process: ProcessSource, options: ExecOptions
+) -> int:
+    """Run `process` in the container. Foreground: its exit code (128+signal); detached: 0.
+
+    Raises ExecSetupError (exit 255) when anything fails before the process starts.
+    """
+    try:
+        state = runtime.store.load(container_id, lock=False)
+    except HandcarError as err:
+        raise ExecSetupError(str(err)) from None
+    status = state.status()
+    if status == "stopped":
+        raise ExecSetupError("cannot exec in a stopped container")
+    if status == "paused" and not options.ignore_paused:
+        raise ExecSetupError("cannot exec in a paused container (use --ignore-paused to override)")
+    if not isinstance(process, dict):
+        process = process(state.config.get("process") or {})
+    terminal = bool(process.get("terminal"))
+    has_console = bool(options.console_socket) or options.console_fd >= 0
+    if terminal and not has_console:
+        raise ExecSetupError(
+            "cannot allocate tty if handcar will detach without setting console socket"
+        )
+    if not terminal and has_console:
+        raise ExecSetupError("cannot use console socket if handcar will not detach or allocate tty")
+    _fix_listen_env(process)
+    targets = _cgroup_targets(state.data.get("cgroup_paths") or {}, options.cgroup)
+    return _Exec(state, process, options, targets).run()
+
+
+def _fix_listen_env(process: dict[str, Any]) -> None:
+    """With LISTEN_FDS in the env, LISTEN_PID must name the process: filled in before exec."""
+    env = process.get("env") or []
+    if any(e.startswith("LISTEN_FDS=") for e in env):
+        process["env"] = [e for e in env if not e.startswith("LISTEN_PID=")] + ["LISTEN_PID=@"]
+
+
+def _cgroup_targets(paths: dict[str, str], requests: list[str]) -> dict[str, str]:
+    """The container's cgroups, or the existing sub-cgroups named by --cgroup.
+
+    Each request is `SUB` (every controller) or `CTRL[,CTRL...]:SUB`, as in runc.
+    """
+    targets = dict(paths)
+    for request in requests:
+        controllers_text, colon, sub = request.rpartition(":")
+        sub = sub.strip("/")
+        if not sub or ".." in sub.split("/"):
+            raise ExecSetupError(f"--cgroup {request}: invalid sub-cgroup path")
+        controllers = controllers_text.split(",") if colon else list(paths)
+        for controller in controllers:
+            if controller not in paths:
+                raise ExecSetupError(f"--cgroup {request}: controller {controller!r} not present")
+            path = paths[controller] + "/" + sub
+            if not os.path.isdir(path):
+                raise ExecSetupError(f"--cgroup {request}: {path} does not exist")
+            targets[controller] = path
+    return targets
+
+
+class _Exec:
+    __slots__ = ("state", "process", "options", "targets", "joiner", "pid", "channel")
+
+    def __init__(
+        self,
+        state: ContainerState,
+        process: dict[str, Any],
+        options: ExecOptions,
+        targets: dict[str, str],
+    ) -> None:
+        self.state = state
+        self.process = process
+        self.options = options
+        self.targets = targets
+        self.joiner = 0
+        self.pid = 0
+        self.channel: Channel | None = None
+
+    def run(self) -> int:
+        try:
+            self._start()
+        except BaseException as err:
+            self._abort()
+            if isinstance(err, ExecSetupError):
+                raise
+            if isinstance(err, HandcarError):
+                raise ExecSetupError(str(err)) from None
+            if isinstance(err, OSError):
+                raise ExecSetupError(err.strerror or str(err)) from None
+            raise
+        if self.options.pid_file:
+            from handcar.container import write_pid_file
+
+            write_pid_file(self.options.pid_file, self.pid)
+        if self.options.pidfd_socket:
+            from handcar.sync import send_pidfd
+
+            send_pidfd(self.options.pidfd_socket, self.pid)
+        if self.options.detach:
+            return 0
+        if self.options.attach is not None:
+            code: int = self.options.attach.run(self.pid)
+            return code
+        from handcar.run import forward_signals, wait_for_exit
+
+        forward_signals(self.pid)
+        return wait_for_exit(self.pid)
+
+    def _plan(self, child_channel: Channel) -> _Plan:
+        plan = _Plan(self.state, self.process, child_channel)
+        plan.preserve_fds = self.options.preserve_fds
+        section = (self.state.config.get("linux") or {}).get("seccomp")
+        if section:
+            from handcar.seccomp import compile_filter
+
+            plan.seccomp = compile_filter(section)
+        if self.options.console_fd >= 0:
+            plan.console_fd = os.dup(self.options.console_fd)
+        elif self.options.console_socket:
+            from handcar.sync import connect_unix
+
+            try:
+                plan.console_fd = connect_unix(self.options.console_socket).detach()
+            except OSError as err:
+                raise ExecSetupError(
+                    f"--console-socket {self.options.console_socket}: {err.strerror}"
+                ) from None
+        return plan
+
+    def _start(self) -> None:
+        # Everything the children run is imported now: inside the container, handcar's own
+        # files are out of reach.
+        import handcar.process  # noqa: F401
+        import handcar.state  # noqa: F401
+
+        if self.process.get("terminal"):
+            import handcar.console  # noqa: F401
+        self.channel, child_channel = Channel.pair()
+        plan = self._plan(child_channel)
+        if not self.options.detach:
+            # The joiner exits once it has forked: the process is re-parented to us.
+            linux.set_child_subreaper()
+        pid = os.fork()
+        if pid == 0:
+            self.channel.close()
+            _joiner(plan)
+        self.joiner = pid
+        child_channel.close()
+        if plan.console_fd >= 0:
+            os.close(plan.console_fd)
+        if self.targets:
+            from handcar.cgroups.manager import from_paths
+
+            from_paths(self.targets).add_pid(pid)
+        self.channel.send("cgroup")
+        kind, payload = self.channel.recv()
+        if kind != "pid":
+            raise _channel_error(kind, payload)
+        self.pid = int(payload)
+        os.waitpid(self.joiner, 0)
+        self.joiner = 0
+        kind, payload = self.channel.recv()  # EOF: the process has exec'd
+        self.channel.close()
+        self.channel = None
+        if kind != "eof":
+            raise _channel_error(kind, payload)
+
+    def _abort(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        for pid in (self.joiner, self.pid):
+            if not pid:
+                continue
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # not ours: a detached exec's process is re-parented to the host's init
+
+
+def _channel_error(kind: str, payload: str) -> ExecSetupError:
+    if kind == "error":
+        return ExecSetupError(f"unable to start container process: {payload}")
+    return ExecSetupError("unable to start container process: the process died during setup")
+
+
+# ---- the joiner ----------------------------------------------------------------------------
+
+
+def _report_and_exit(channel: Channel, err: BaseException) -> NoReturn:
+    if os.environ.get("HANDCAR_DEBUG"):
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, HandcarError):
+        message = str(err)
+    elif isinstance(err, OSError) and err.strerror:
+        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
+    else:
+        message = f"{type(err).__name__}: {err}"
+    try:
+        channel.send("error", message)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _close_inherited_fds(keep: set[int], first: int) -> None:
+    """Close, not just mark close-on-exec: a host fd still open during setup could become the
+    process's cwd (CVE-2024-21626)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _open_namespaces(pid: int) -> list[tuple[str, int]]:
+    """The init's namespaces that differ from ours, as open fds in JOIN_ORDER."""
+    opened: list[tuple[str, int]] = []
+    for name in JOIN_ORDER:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # this kernel has no such namespace type
+        except ProcessLookupError:
+            raise HandcarError("cannot exec in a stopped container") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                os.close(fd)
+                continue
+        except FileNotFoundError:
+            pass
+        opened.append((name, fd))
+    return opened
+
+
+def _joiner(plan: _Plan) -> NoReturn:
+    channel = plan.channel
+    try:
+        linux.set_dumpable(False)
+        _close_inherited_fds({channel.fileno(), plan.console_fd}, 3 + plan.preserve_fds)
+        namespaces = _open_namespaces(plan.init_pid)
+        root_fd = os.open(f"/proc/{plan.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        from handcar.state import process_is_alive
+
+        # Opened first, checked after: the fds belong to the init we recorded, not to a
+        # process that got its pid since.
+        if not process_is_alive(plan.init_pid, plan.init_start_time):
+            raise HandcarError("cannot exec in a stopped container")
+        channel.expect("cgroup")
+        joined_user = False
+        for name, fd in namespaces:
+            try:
+                linux.setns(fd, _PROC_NS_FLAGS[name])
+            except OSError as err:
+                raise HandcarError(f"join the container's {name} namespace: {err}") from None
+            os.close(fd)
+            joined_user = joined_user or name == "user"
+        if joined_user:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        pid = os.fork()
+        if pid == 0:
+            _start_process(plan)
+        channel.send("pid", str(pid))
+    except BaseException as err:  # noqa: B036 - the child must report every failure
+        _report_and_exit(channel, err)
+    os._exit(0)
+
+
+# ---- the process ---------------------------------------------------------------------------
+
+
+def _start_process(plan: _Plan) -> NoReturn:
+    from handcar import process as proc  # imported by the runtime before the fork
+
+    channel = plan.channel
+    process = plan.process
+    try:
+        os.setsid()
+        if process.get("terminal"):
+            from handcar.console import attach_console
+
+            attach_console(plan.console_fd, process.get("consoleSize"), bind_console=False)
+        if plan.console_fd >= 0:
+            os.close(plan.console_fd)
+        if not plan.no_new_keyring:
+            try:
+                linux.join_session_keyring(f"_ses.{plan.container_id}")
+            except OSError:
+                pass
+        proc.check_lsm(process)
+        proc.set_rlimits(process)
+        proc.set_oom_score_adj(process)
+        if process.get("noNewPrivileges"):
+            linux.set_no_new_privs()
+        elif plan.seccomp is not None:
+            _load_seccomp(plan)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
+        proc.apply_identity(process)
+        proc.enter_cwd(process)
+        env = _final_env(process)
+        executable = proc.find_executable(process["args"][0], env)
+        if plan.seccomp is not None:
+            _load_seccomp(plan)
+        os.execve(executable, process["args"], _env_dict(env))
+    except BaseException as err:  # noqa: B036
+        _report_and_exit(channel, err)
+    os._exit(127)  # unreachable: execve returns only by raising
+
+
+def _load_seccomp(plan: _Plan) -> None:
+    from handcar.seccomp import load_filter
+
+    load_filter(plan.seccomp)
+    plan.seccomp = None
+
+
+def _final_env(process: dict[str, Any]) -> list[str]:
+    env: list[str] = list(process.get("env") or [])
+    if "LISTEN_PID=@" in env:
+        env[env.index("LISTEN_PID=@")] = f"LISTEN_PID={os.getpid()}"
+    if not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=" + _home_of(os.getuid()))
+    return env
+
+
+def _home_of(uid: int) -> str:
+    """HOME from the container's /etc/passwd, "/" without an entry (runc's fallback)."""
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for line in f:
+                fields = line.decode(errors="replace").rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    return result
