@@ -298,7 +298,7 @@ def unchanged(container: RuncContainer, crashcart: Crashcart) -> Iterator[Callab
     yield check
 
 
-def kill_quietly(process: subprocess.Popen[str]) -> None:
+def kill_quietly(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)

@@ -56,7 +56,7 @@ def test_interactive_shell_on_a_pty(
         os.write(master, b"exit 3\r")
         assert process.wait(timeout=20) == 3
     finally:
-        kill_quietly(process)  # type: ignore[arg-type]
+        kill_quietly(process)
         os.close(master)
     unchanged()
 

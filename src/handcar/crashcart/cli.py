@@ -215,6 +215,9 @@ def run_exec(args: list[str]) -> int:
         else:
             raise UsageError(f"unknown option {arg}")
         index += 1
+    if index < len(args) and args[index] == "exec" and index + 1 < len(args):
+        # `crashcart --root DIR exec TARGET`: the subcommand word after the options.
+        return run_exec(args[:index] + args[index + 1 :])
     if index < len(args) and args[index] == "--":
         raise UsageError("no TARGET before --")
     if index >= len(args):

@@ -447,11 +447,15 @@ def _become_user(options: SessionOptions, joined_user_ns: bool) -> None:
 
 
 def _run_and_reap(command: list[str], env: dict[str, str], pty: Pty | None, error_fd: int) -> int:
+    # Signals are held from before the fork until the forwarding handlers are in place, so
+    # none arriving in between can kill the keeper instead of reaching the command.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     child = os.fork()
     if child == 0:
         _exec_command(command, env, pty, error_fd)
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, lambda received, _frame: _signal_quietly(child, received))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     os.close(error_fd)
     if pty is not None:
         os.close(pty.slave)
