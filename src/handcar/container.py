@@ -32,6 +32,7 @@ class CreateOptions:
         "no_new_keyring",
         "preserve_fds",
         "subreaper",
+        "console_fd",
     )
 
     def __init__(self, bundle: str = ".") -> None:
@@ -43,6 +44,7 @@ class CreateOptions:
         self.no_new_keyring = False
         self.preserve_fds = 0
         self.subreaper = False
+        self.console_fd = -1  # a connected console socket: `run -t` in the foreground
 
 
 def rfc3339_now() -> str:
@@ -178,7 +180,7 @@ class Runtime:
 
 def _check_console(config: dict[str, Any], options: CreateOptions) -> None:
     terminal = bool(config["process"].get("terminal"))
-    if terminal and not options.console_socket:
+    if terminal and not options.console_socket and options.console_fd < 0:
         raise HandcarError(
             "cannot allocate tty if handcar will detach without setting console socket"
         )
@@ -277,7 +279,9 @@ class _Creation:
         plan.no_pivot = self.options.no_pivot
         plan.no_new_keyring = self.options.no_new_keyring
         plan.seccomp = self.seccomp
-        if self.options.console_socket:
+        if self.options.console_fd >= 0:
+            plan.console_socket = os.dup(self.options.console_fd)
+        elif self.options.console_socket:
             from handcar.sync import connect_unix
 
             try:
@@ -353,6 +357,13 @@ class _Creation:
         self.init.expect("ready")
         if self.options.pid_file:
             write_pid_file(self.options.pid_file, self.state.pid)
+        if self.options.pidfd_socket:
+            from handcar.sync import send_pidfd
+
+            try:
+                send_pidfd(self.options.pidfd_socket, self.state.pid)
+            except OSError as err:
+                raise HandcarError(str(err)) from None
         self.init.send("start-wait")
         self.boot.send("release")
         os.waitpid(self.child, 0)
@@ -419,7 +430,11 @@ def _release_init(state: ContainerState) -> None:
         while not poller.poll(100):
             if not state.is_alive():
                 raise HandcarError("cannot start a container that has stopped")
-        if os.read(fd, 1) != b"0":
+        reply = os.read(fd, 4096)
+        if reply != b"0":
+            if reply[:6] == b"hooks.":
+                # A startContainer hook failed; the init has exited.
+                raise HandcarError(reply.decode(errors="replace"))
             raise HandcarError("cannot start an already running container")
     finally:
         os.close(fd)

@@ -84,7 +84,29 @@ def run_hooks(state: ContainerState, kind: str, status: str, fatal: bool) -> Non
         return
     from handcar.container import oci_state
 
-    state_json = jsonio.dumps(oci_state(state, status)).encode()
+    run_hook_list(hooks, kind, jsonio.dumps(oci_state(state, status)).encode(), fatal)
+
+
+def container_state_json(
+    config: dict[str, Any], container_id: str, status: str, pid: int, bundle: str
+) -> bytes:
+    """The state for hooks run inside the container (createContainer, startContainer): there
+    the spec wants the pid as the container sees it."""
+    from handcar import OCI_VERSION
+
+    result: dict[str, Any] = {
+        "ociVersion": config.get("ociVersion", OCI_VERSION),
+        "id": container_id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+    }
+    if config.get("annotations"):
+        result["annotations"] = config["annotations"]
+    return jsonio.dumps(result).encode()
+
+
+def run_hook_list(hooks: list[dict[str, Any]], kind: str, state_json: bytes, fatal: bool) -> None:
     for index, hook in enumerate(hooks):
         where = f"hooks.{kind}[{index}] ({hook['path']})"
         try:

@@ -170,7 +170,7 @@ def run_init(plan: InitPlan) -> NoReturn:
     except BaseException as err:  # noqa: B036
         _report_and_exit(channel, err)
     channel.close()
-    _wait_for_start(fifo_fd)
+    _wait_for_start(fifo_fd, plan)
     _exec_user_process(plan)
 
 
@@ -205,6 +205,8 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
         if "domainname" in config:
             linux.setdomainname(config["domainname"])
     in_mount_ns = "mount" in plan.namespaces
+    if process.get("terminal"):
+        import handcar.console  # noqa: F401 - out of reach once the rootfs is pivoted
     cgroup = _CgroupJoin(plan, channel)
     if in_mount_ns:
         builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
@@ -214,6 +216,16 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     cgroup.wait()
     channel.send("hooks")
     channel.expect("hooks-done")
+    hooks = config.get("hooks") or {}
+    if hooks.get("createContainer") or hooks.get("startContainer"):
+        from handcar import hooks as hooks_mod  # imported now: out of reach after pivot_root
+
+        if hooks.get("createContainer"):
+            # In the container's namespaces, before pivot_root: the path resolves as on the host.
+            state_json = hooks_mod.container_state_json(
+                config, plan.container_id, "creating", os.getpid(), plan.bundle
+            )
+            hooks_mod.run_hook_list(hooks["createContainer"], "createContainer", state_json, True)
     if in_mount_ns:
         builder.pivot(plan.no_pivot)
         builder.close()
@@ -296,10 +308,26 @@ def _write_sysctls(config: dict[str, Any]) -> None:
             raise HandcarError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
 
 
-def _wait_for_start(fifo_fd: int) -> None:
-    """Block until `start` opens exec.fifo for reading, as runc's init does."""
+def _wait_for_start(fifo_fd: int, plan: InitPlan) -> None:
+    """Block until `start` opens exec.fifo for reading, as runc's init does.
+
+    startContainer hooks run then, in the container; `start` reads "0" once they succeeded,
+    or the failing hook's message, and the init exits.
+    """
     try:
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        hooks = (plan.config.get("hooks") or {}).get("startContainer")
+        if hooks:
+            from handcar import hooks as hooks_mod
+
+            state_json = hooks_mod.container_state_json(
+                plan.config, plan.container_id, "created", os.getpid(), plan.bundle
+            )
+            try:
+                hooks_mod.run_hook_list(hooks, "startContainer", state_json, True)
+            except HandcarError as err:
+                os.write(fd, str(err).encode()[:4000])
+                os._exit(1)
         os.write(fd, b"0")
         os.close(fd)
         os.close(fifo_fd)
@@ -314,6 +342,10 @@ def _exec_user_process(plan: InitPlan) -> NoReturn:
     try:
         if plan.seccomp is not None and process.get("noNewPrivileges"):
             _load_seccomp(plan)
+        if any(e.startswith("LISTEN_FDS=") for e in env):
+            # Socket activation: LISTEN_PID names the process as the container sees it.
+            env = [e for e in env if not e.startswith("LISTEN_PID=")]
+            env.append(f"LISTEN_PID={os.getpid()}")
         os.execve(plan.executable, process["args"], _env_dict(env))
     except OSError as err:
         os.write(2, f"handcar init: exec {plan.executable}: {err.strerror}\n".encode())

@@ -59,14 +59,41 @@ def run_container(
 ) -> int:
     if detach:
         options.subreaper = False
-    pid = runtime.create(container_id, options)
-    if detach:
-        runtime.start(container_id)
-        return 0
-    forward_signals(pid)
+    attach = None
+    if not detach and not options.console_socket and _wants_terminal(options.bundle):
+        # -t in the foreground: handcar is the console socket and relays its own terminal.
+        from handcar.terminal import TerminalAttach
+
+        attach = TerminalAttach()
+        options.console_fd = attach.peer_fd
     try:
-        runtime.start(container_id)
-        return wait_for_exit(pid)
+        pid = runtime.create(container_id, options)
+        if detach:
+            runtime.start(container_id)
+            return 0
+        try:
+            if attach is not None:
+                attach.receive()
+                runtime.start(container_id)
+                return attach.run(pid)
+            forward_signals(pid)
+            runtime.start(container_id)
+            return wait_for_exit(pid)
+        finally:
+            if not keep:
+                runtime.delete(container_id, force=True)
     finally:
-        if not keep:
-            runtime.delete(container_id, force=True)
+        if attach is not None:
+            attach.close()
+
+
+def _wants_terminal(bundle: str) -> bool:
+    from handcar import jsonio
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            config = jsonio.loads(f.read(), "config.json")
+    except (OSError, ValueError):
+        return False  # create reports it properly
+    process = config.get("process") if isinstance(config, dict) else None
+    return isinstance(process, dict) and process.get("terminal") is True
