@@ -13,7 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Crashcart, RuncContainer, crashcart_env, kill_quietly
+from conftest import (
+    Crashcart,
+    RuncContainer,
+    crashcart_env,
+    host_image_mounts,
+    kill_quietly,
+    loop_devices_for,
+)
 
 
 def read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
@@ -167,3 +174,24 @@ def test_help_and_usage_errors() -> None:
     bad = subprocess.run(run.command("--bogus", "x"), env=env, capture_output=True, text=True)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_container_dying_mid_session_leaves_nothing(
+    crashcart: Crashcart, container: RuncContainer
+) -> None:
+    before = host_image_mounts()
+    namespace = os.stat(f"/proc/{container.pid}/ns/mnt").st_ino
+    session = crashcart.popen(
+        "--root", str(container.root), container.id, "--", "sh", "-c", "echo up; sleep 300"
+    )
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline() == "up\n"
+        os.kill(container.pid, signal.SIGKILL)
+        # Its pid namespace goes with its init, and the session with it.
+        assert session.wait(timeout=20) != 0
+    finally:
+        kill_quietly(session)
+    assert host_image_mounts() == before
+    assert loop_devices_for(crashcart.image) == []
+    assert not os.path.exists(f"/run/crashcart/mnt-{namespace}")

@@ -420,6 +420,12 @@ def _rebind_entry(original_fd: int, parent_path: str, name: str, info: os.stat_r
 def remove_mount(container: Container, registry: SessionRegistry, prefix: str) -> None:
     """Take the image away (global lock held, no session left)."""
     state = registry.read_state()
-    if os.path.exists(f"/proc/{container.pid}") and mounts_at(container.pid, prefix):
+    try:
+        mounted = bool(mounts_at(container.pid, prefix))
+    except OSError:
+        # The container is gone. The namespace lived on only through our fd; closing it
+        # frees the mount (and an auto-clearing loop device) with it.
+        mounted = False
+    if mounted:
         detach_in_container(container.mnt_ns_fd, container.root_fd, prefix, state.created_dir)
     registry.remove()
