@@ -286,10 +286,10 @@ def _check_arity(command: Command, args: list[str]) -> None:
     }[command.nargs]
     if not ok:
         if command.nargs == "0":
-            raise UsageError(f'"{command.name}" requires exactly 0 argument(s)')
+            raise UsageError(f'handcar: "{command.name}" requires exactly 0 argument(s)')
         if command.nargs == "1":
-            raise UsageError(f'"{command.name}" requires exactly 1 argument(s)')
-        raise UsageError(f'"{command.name}" requires a minimum of 1 argument(s)')
+            raise UsageError(f'handcar: "{command.name}" requires exactly 1 argument(s)')
+        raise UsageError(f'handcar: "{command.name}" requires a minimum of 1 argument(s)')
 
 
 # ---- help and version ------------------------------------------------------------------------
