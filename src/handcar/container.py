@@ -295,7 +295,9 @@ class _Creation:
 
     def _fork(self) -> None:
         os.mkfifo(self.state.fifo_path, 0o622)
+        os.chmod(self.state.fifo_path, 0o622)  # past the umask: a userns init writes it
         plan = self._plan()
+        plan.fifo_fd = os.open(self.state.fifo_path, os.O_PATH | os.O_CLOEXEC)
         self.boot, boot_child = Channel.pair()
         self.init, init_child = Channel.pair()
         plan.boot_channel, plan.init_channel = boot_child, init_child
@@ -315,6 +317,7 @@ class _Creation:
         init_child.close()
         if plan.console_socket >= 0:
             os.close(plan.console_socket)
+        os.close(plan.fifo_fd)
         # The children import and unshare meanwhile: make the cgroups in parallel.
         self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
 

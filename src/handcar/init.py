@@ -36,6 +36,7 @@ class InitPlan:
         "rootfs",
         "bundle",
         "fifo_path",
+        "fifo_fd",
         "namespaces",
         "boot_channel",
         "init_channel",
@@ -53,6 +54,7 @@ class InitPlan:
         self.bundle = bundle
         self.rootfs = rootfs
         self.fifo_path = ""
+        self.fifo_fd = -1  # opened by the runtime: a user-namespaced init may not reach the path
         self.namespaces: dict[str, str] = {}
         self.boot_channel: Channel | None = None
         self.init_channel: Channel | None = None
@@ -163,7 +165,9 @@ def run_init(plan: InitPlan) -> NoReturn:
     try:
         os.setsid()
         _keep_only_needed_fds(plan)
-        fifo_fd = os.open(plan.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        fifo_fd = plan.fifo_fd
+        if fifo_fd < 0:
+            fifo_fd = os.open(plan.fifo_path, os.O_PATH | os.O_CLOEXEC)
         _setup_container(plan, channel)
         channel.send("ready")
         channel.expect("start-wait")
@@ -180,7 +184,11 @@ def _keep_only_needed_fds(plan: InitPlan) -> None:
     Marking them close-on-exec is not enough: a host directory fd still open during setup
     could be used as the process's cwd (CVE-2024-21626).
     """
-    keep = {plan.init_channel.fileno() if plan.init_channel else -1, plan.console_socket}
+    keep = {
+        plan.init_channel.fileno() if plan.init_channel else -1,
+        plan.console_socket,
+        plan.fifo_fd,
+    }
     first = 3 + plan.preserve_fds
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)

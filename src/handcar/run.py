@@ -57,8 +57,10 @@ def wait_for_exit(pid: int) -> int:
 def run_container(
     runtime: Runtime, container_id: str, options: CreateOptions, detach: bool, keep: bool
 ) -> int:
-    if detach:
-        options.subreaper = False
+    # In the foreground handcar must be a subreaper: the init is its grandchild, re-parented
+    # to it when the bootstrap exits, and only so can it be reaped and its status returned.
+    # --no-subreaper is accepted and has nothing to change here.
+    options.subreaper = not detach
     attach = None
     if not detach and not options.console_socket and _wants_terminal(options.bundle):
         # -t in the foreground: handcar is the console socket and relays its own terminal.
