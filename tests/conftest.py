@@ -44,6 +44,15 @@ class Result:
     def __repr__(self) -> str:
         return f"Result(rc={self.rc}, out={self.out!r}, err={self.err!r})"
 
+    @property
+    def msg(self) -> str:
+        """The error message of a logrus text line on stderr (`msg="..."`), unescaped."""
+        for line in self.err.splitlines():
+            if " msg=" in line:
+                raw = line.split(" msg=", 1)[1]
+                return str(json.loads(raw)) if raw.startswith('"') else raw
+        return self.err
+
 
 class Runtime:
     """Drives the handcar CLI with a private --root; remembers what to clean up."""

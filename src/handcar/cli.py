@@ -339,8 +339,7 @@ def version_text() -> str:
 # ---- entry point -----------------------------------------------------------------------------
 
 
-def run(argv: list[str]) -> int:
-    inv = parse(argv)
+def run(argv: list[str], inv: Invocation) -> int:
     log.configure(
         inv.globals.get("log"), inv.globals.get("log-format", "text"), bool(inv.globals.get("debug"))
     )
@@ -365,11 +364,13 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     code = 1
+    inv = Invocation()
     try:
-        code = run(args)
+        inv = parse(args)
+        code = run(args, inv)
     except HandcarError as err:
         code = err.exit_code
-        log.fatal(_prefixed(args, str(err)))
+        log.fatal(_prefixed(inv, str(err)))
     except KeyboardInterrupt:
         code = 130
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        log.fatal(_prefixed(args, f"{type(err).__name__}: {err}"))
+        log.fatal(_prefixed(inv, f"{type(err).__name__}: {err}"))
     try:
         sys.stdout.flush()
     except OSError:
@@ -385,11 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     os._exit(code)
 
 
-def _prefixed(args: list[str], message: str) -> str:
+def _prefixed(inv: Invocation, message: str) -> str:
     """runc prefixes create and run failures with "runc <cmd> failed: "."""
-    for word in args:
-        if word in ("create", "run"):
-            return f"handcar {word} failed: {message}"
-        if not word.startswith("-"):
-            break
+    if inv.command is not None and inv.command.name in ("create", "run"):
+        return f"handcar {inv.command.name} failed: {message}"
     return message

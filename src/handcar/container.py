@@ -9,7 +9,7 @@ import os
 import time
 
 from handcar import OCI_VERSION, spec
-from handcar.errors import ContainerNotFound, ContainerNotRunning, HandcarError
+from handcar.errors import ConfigError, ContainerNotFound, ContainerNotRunning, HandcarError
 from handcar.state import ContainerState, StateStore, read_proc_stat
 from handcar.sync import Channel, ChannelError
 
@@ -87,6 +87,7 @@ class Runtime:
         bundle = os.path.abspath(options.bundle)
         config = spec.load_config(bundle)
         self.store.path(container_id)  # validates the id before any work
+        _validate_resources(config)
         _check_console(config, options)
         rootfs = os.path.join(bundle, config["root"]["path"])
         if not os.path.isdir(rootfs):
@@ -176,6 +177,18 @@ class Runtime:
             destroy(state)
         finally:
             state.unlock()
+
+
+def _validate_resources(config: dict[str, Any]) -> None:
+    resources = (config.get("linux") or {}).get("resources")
+    if not resources:
+        return
+    from handcar.cgroups import CgroupError, validate_resources
+
+    try:
+        validate_resources(resources, "linux.resources")
+    except CgroupError as err:
+        raise ConfigError(f"config.json: {err}") from None
 
 
 def _check_console(config: dict[str, Any], options: CreateOptions) -> None:
@@ -298,6 +311,7 @@ class _Creation:
         os.chmod(self.state.fifo_path, 0o622)  # past the umask: a userns init writes it
         plan = self._plan()
         plan.fifo_fd = os.open(self.state.fifo_path, os.O_PATH | os.O_CLOEXEC)
+        plan.state_dir_fd = os.open(self.state.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.boot, boot_child = Channel.pair()
         self.init, init_child = Channel.pair()
         plan.boot_channel, plan.init_channel = boot_child, init_child
@@ -318,6 +332,7 @@ class _Creation:
         if plan.console_socket >= 0:
             os.close(plan.console_socket)
         os.close(plan.fifo_fd)
+        os.close(plan.state_dir_fd)
         # The children import and unshare meanwhile: make the cgroups in parallel.
         self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
 
@@ -396,7 +411,7 @@ class _Creation:
 
 
 def _open_cgroup(runtime: Runtime, state: ContainerState, config: dict[str, Any]) -> Any:
-    from handcar.cgroups.manager import open_manager
+    from handcar.cgroups import open_manager
 
     linux_cfg = config.get("linux") or {}
     manager = open_manager(
@@ -405,15 +420,15 @@ def _open_cgroup(runtime: Runtime, state: ContainerState, config: dict[str, Any]
     state.data["cgroup_paths"] = manager.paths()
     state.save()  # recorded before the first mkdir, so a crash from here on is cleanable
     manager.create()
-    if linux_cfg.get("resources"):
-        manager.apply(linux_cfg["resources"])
+    state.data["cgroup_created"] = manager.created()
+    manager.apply(linux_cfg.get("resources") or {}, devices=not runtime.rootless)
     return manager
 
 
 def _cgroup_manager(state: ContainerState) -> Any:
-    from handcar.cgroups.manager import from_paths
+    from handcar.cgroups import from_paths
 
-    return from_paths(state.data["cgroup_paths"])
+    return from_paths(state.data["cgroup_paths"], state.data.get("cgroup_created"))
 
 
 # ---- start, kill and delete helpers ---------------------------------------------------------
@@ -465,8 +480,10 @@ def signal_init(state: ContainerState, signum: int) -> None:
 def _kill_and_wait(state: ContainerState) -> None:
     """SIGKILL every process of the container and wait until the init is gone."""
     if state.data.get("cgroup_paths"):
+        manager = _cgroup_manager(state)
         try:
-            _cgroup_manager(state).kill_all(9)
+            manager.kill_all(9)
+            manager.wait_empty(1.0)
         except OSError:
             pass
     try:

@@ -37,6 +37,7 @@ class InitPlan:
         "bundle",
         "fifo_path",
         "fifo_fd",
+        "state_dir_fd",
         "namespaces",
         "boot_channel",
         "init_channel",
@@ -55,6 +56,10 @@ class InitPlan:
         self.rootfs = rootfs
         self.fifo_path = ""
         self.fifo_fd = -1  # opened by the runtime: a user-namespaced init may not reach the path
+        # exec.fifo is reopened for writing relative to this directory, not through
+        # /proc/self/fd: once the init runs as a non-root user while non-dumpable, its own
+        # /proc/self/fd belongs to root and is closed to it.
+        self.state_dir_fd = -1
         self.namespaces: dict[str, str] = {}
         self.boot_channel: Channel | None = None
         self.init_channel: Channel | None = None
@@ -188,6 +193,7 @@ def _keep_only_needed_fds(plan: InitPlan) -> None:
         plan.init_channel.fileno() if plan.init_channel else -1,
         plan.console_socket,
         plan.fifo_fd,
+        plan.state_dir_fd,
     }
     first = 3 + plan.preserve_fds
     for name in os.listdir("/proc/self/fd"):
@@ -323,7 +329,8 @@ def _wait_for_start(fifo_fd: int, plan: InitPlan) -> None:
     or the failing hook's message, and the init exits.
     """
     try:
-        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=plan.state_dir_fd)
+        os.close(plan.state_dir_fd)
         hooks = (plan.config.get("hooks") or {}).get("startContainer")
         if hooks:
             from handcar import hooks as hooks_mod

@@ -112,53 +112,46 @@ class RootfsBuilder:
 
     # ---- safe resolution -------------------------------------------------------------------
 
-    def ensure_target(self, path: str, is_dir: bool) -> int:
-        """Create the mount target inside the rootfs if missing; return an O_PATH fd to it."""
-        try:
-            return linux.openat2(
-                self.root_fd,
-                path.lstrip("/") or ".",
-                os.O_PATH,
-                linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
-            )
-        except FileNotFoundError:
-            pass
-        parent_fd = self.root_fd
-        owned = -1
-        parts = [p for p in path.split("/") if p]
-        try:
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                try:
-                    fd = linux.openat2(
-                        parent_fd, part, os.O_PATH,
-                        linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
-                    )
-                except FileNotFoundError:
-                    fd = self._create_component(parent_fd, part, is_dir or not last)
-                if owned >= 0:
-                    os.close(owned)
-                parent_fd = owned = fd
-            return owned if owned >= 0 else os.dup(self.root_fd)
-        except BaseException:
-            if owned >= 0:
-                os.close(owned)
-            raise
-
-    def _create_component(self, parent_fd: int, name: str, is_dir: bool) -> int:
-        # Creating through a /proc/self/fd path of the parent's O_PATH fd keeps the creation
-        # inside the directory that was resolved safely.
-        parent = f"/proc/self/fd/{parent_fd}/"
-        try:
-            if is_dir:
-                os.mkdir(parent + name, 0o755)
-            else:
-                os.close(os.open(parent + name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-        except FileExistsError:
-            pass
+    def resolve(self, path: str) -> int:
+        """An O_PATH fd for a container path; the kernel confines the walk to the rootfs."""
         return linux.openat2(
-            parent_fd, name, os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+            self.root_fd, path or ".", os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
         )
+
+    def ensure_target(self, path: str, is_dir: bool) -> int:
+        """Create a mount target inside the rootfs if missing; return an O_PATH fd to it.
+
+        Missing components are made one at a time in a parent resolved with RESOLVE_IN_ROOT.
+        A dangling symlink on the way is followed as if the rootfs were `/` (so an absolute
+        link to a host path creates that path inside the rootfs), as runc's securejoin does.
+        """
+        parts = [p for p in path.split("/") if p]
+        for _ in range(255):
+            try:
+                return self.resolve("/".join(parts))
+            except FileNotFoundError:
+                pass
+            index = self._first_missing(parts)
+            parent_fd = self.resolve("/".join(parts[:index]))
+            try:
+                name = parts[index]
+                link = _readlink_at(parent_fd, name)
+                if link is not None:
+                    base = [] if link.startswith("/") else parts[:index]
+                    parts = _normalize(base + link.split("/") + parts[index + 1 :])
+                    continue
+                _create_at(parent_fd, name, is_dir or index < len(parts) - 1)
+            finally:
+                os.close(parent_fd)
+        raise OSError(40, f"too many levels of symbolic links in {path}")
+
+    def _first_missing(self, parts: list[str]) -> int:
+        for index in range(len(parts)):
+            try:
+                os.close(self.resolve("/".join(parts[: index + 1])))
+            except FileNotFoundError:
+                return index
+        return len(parts) - 1
 
     # ---- the steps, in order ---------------------------------------------------------------
 
@@ -345,6 +338,40 @@ class RootfsBuilder:
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
+
+
+def _readlink_at(dir_fd: int, name: str) -> str | None:
+    """The target of `name` in `dir_fd` if it is a symlink, else None."""
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _create_at(dir_fd: int, name: str, is_dir: bool) -> None:
+    # Through the parent's O_PATH fd, so the creation lands in the directory we resolved.
+    where = f"/proc/self/fd/{dir_fd}/{name}"
+    try:
+        if is_dir:
+            os.mkdir(where, 0o755)
+        else:
+            os.close(os.open(where, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    except FileExistsError:
+        pass
+
+
+def _normalize(parts: list[str]) -> list[str]:
+    """Lexically resolve `.` and `..`, never above the root."""
+    result: list[str] = []
+    for part in parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if result:
+                result.pop()
+        else:
+            result.append(part)
+    return result
 
 
 class _Target:

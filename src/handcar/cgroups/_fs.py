@@ -6,6 +6,8 @@ become `CgroupError` with a one-line message of the form `FIELD: VALUE: reason`.
 
 from __future__ import annotations
 
+from handcar.errors import HandcarError
+
 import os
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -32,7 +34,7 @@ V1_CONTROLLERS = (
 )
 
 
-class CgroupError(Exception):
+class CgroupError(HandcarError):
     """A cgroup operation failed; the message is one line that names the field and the value."""
 
 
