@@ -355,10 +355,15 @@ def run(argv: list[str], inv: Invocation) -> int:
         sys.stdout.write(command_help(inv.command))
         return 0
     _check_arity(inv.command, inv.args)
-    from handcar import commands
+    return _handler(inv.command.handler)(inv)
 
-    handler: Handler = getattr(commands, inv.command.handler)
-    return handler(inv)
+
+def _handler(name: str) -> Handler:
+    """"cmd_x" lives in handcar.commands; "module:cmd_x" in handcar.module."""
+    module_name, _, function = name.rpartition(":")
+    module = __import__("handcar." + (module_name or "commands"), fromlist=[function])
+    handler: Handler = getattr(module, function)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> None:
