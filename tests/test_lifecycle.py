@@ -77,7 +77,7 @@ def test_kill_signal_forms_and_stopped_rules(hc: Runtime) -> None:
         cid = hc.create(args=["sleep", "300"])
         assert hc("start", cid).rc == 0
         assert hc("kill", cid, form).rc == 0, form
-        assert wait_for(lambda: hc.state(cid)["status"] == "stopped"), form
+        assert wait_for(lambda cid=cid: hc.state(cid)["status"] == "stopped"), form
         state = hc.state(cid)
         assert state["pid"] == 0
         result = hc("kill", cid, "9")

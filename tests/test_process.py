@@ -92,7 +92,7 @@ def test_namespaces_are_new_and_lo_is_up(hc: Runtime) -> None:
     assert result.rc == 0, result
     lines = result.out.split()
     assert lines[0] == "1"
-    for line, name in zip(lines[1:5], ("net", "uts", "ipc", "mnt")):
+    for line, name in zip(lines[1:5], ("net", "uts", "ipc", "mnt"), strict=True):
         assert line != os.readlink(f"/proc/self/ns/{name}")
     assert lines[5] == "unknown" or lines[5] == "up"
     assert lines[6:] == ["lo"]

@@ -14,7 +14,8 @@ from handcar.errors import HandcarError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
     Handler = Callable[["Invocation"], int]
 

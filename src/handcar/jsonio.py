@@ -25,7 +25,7 @@ class _ScannerContext:
         return float(name.lower().replace("infinity", "inf"))
 
 
-_scan = _json.make_scanner(_ScannerContext())
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
 _WHITESPACE = " \t\n\r"
 
 

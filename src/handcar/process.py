@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from handcar import linux
-from handcar.caps import CAPABILITIES, CAP_SETPCAP, capability_mask
+from handcar.caps import CAP_SETPCAP, CAPABILITIES, capability_mask
 from handcar.errors import HandcarError
 from handcar.spec import RLIMITS
 

@@ -6,9 +6,8 @@ inside it) is re-parented to us: we reap it, return its exit status, and forward
 
 from __future__ import annotations
 
-import os
-
 import _signal
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

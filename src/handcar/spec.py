@@ -86,7 +86,7 @@ class Checker:
         mapping = self.obj(value, where)
         for key, item in mapping.items():
             self.string(item, f"{where}.{key}")
-        return mapping  # type: ignore[return-value]
+        return mapping
 
     def choice(self, value: object, where: str, choices: tuple[str, ...]) -> str:
         text = self.string(value, where)

@@ -6,9 +6,9 @@ become `CgroupError` with a one-line message of the form `FIELD: VALUE: reason`.
 
 from __future__ import annotations
 
-from handcar.errors import HandcarError
-
 import os
+
+from handcar.errors import HandcarError
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED_HYBRID = "/sys/fs/cgroup/unified"
