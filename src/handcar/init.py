@@ -72,7 +72,9 @@ class InitPlan:
 
 
 def _report_and_exit(channel: Channel | None, err: BaseException) -> NoReturn:
-    if os.environ.get("HANDCAR_DEBUG"):
+    from handcar import log
+
+    if log.is_debug():
         import traceback
 
         traceback.print_exception(err)

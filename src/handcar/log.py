@@ -35,8 +35,8 @@ def configure(path: str | None, log_format: str, debug: bool) -> None:
         _sink.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
-def to_file() -> bool:
-    return _sink.path is not None
+def is_debug() -> bool:
+    return _sink.min_level == _LEVELS["debug"]
 
 
 def _timestamp() -> str:
