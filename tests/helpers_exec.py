@@ -165,7 +165,7 @@ class ConsoleSocket:
             msg, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(4))
             for level, kind, data in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(data[: 4])
+                    fds.frombytes(data[:4])
         assert fds, "no fd received"
         return fds[0], msg.decode()
 

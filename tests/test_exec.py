@@ -55,7 +55,9 @@ def test_exec_defaults_come_from_the_container_process(hx: Containers) -> None:
     config["process"]["env"].append("FROM_CONFIG=yes")
     config["process"]["cwd"] = "/tmp"
     cid = hx.start_container(config)
-    script = "echo $FROM_CONFIG $EXTRA $HOME; pwd; id; grep -E 'CapEff|NoNewPrivs' /proc/self/status"
+    script = (
+        "echo $FROM_CONFIG $EXTRA $HOME; pwd; id; grep -E 'CapEff|NoNewPrivs' /proc/self/status"
+    )
     result = hx("exec", "-e", "EXTRA=1", cid, "sh", "-c", script)
     assert result.rc == 0, result
     lines = result.out.splitlines()
@@ -115,7 +117,9 @@ def test_exec_into_a_sub_cgroup(hx: Containers, tmp_path: Path) -> None:
                     with open(f"{path}/{name}") as src, open(f"{path}/sub/{name}", "w") as dst:
                         dst.write(src.read())
         pid_file = tmp_path / "p"
-        result = hx.detached("exec", "-d", "--pid-file", str(pid_file), "--cgroup", "sub", cid, "sleep", "60")
+        result = hx.detached(
+            "exec", "-d", "--pid-file", str(pid_file), "--cgroup", "sub", cid, "sleep", "60"
+        )
         assert result.rc == 0, result
         pid = int(pid_file.read_text())
         with open(f"/proc/{pid}/cgroup") as f:
@@ -205,11 +209,11 @@ def test_preserve_fds_and_listen_pid(hx: Containers) -> None:
     cid = hx.start_container()
     read_end, write_end = os.pipe()
     try:
-        os.dup2(write_end, 3, inheritable=True) if write_end != 3 else None
         result = hx(
             "exec", "--preserve-fds", "1", "-e", "LISTEN_FDS=1", cid,
             "sh", "-c", "echo $LISTEN_PID $$ >&3; ls /proc/$$/fd; true",
             pass_fds=(3,),
+            preexec_fn=lambda: os.dup2(write_end, 3),  # fd 3 of pytest itself stays untouched
         )  # fmt: skip
         assert result.rc == 0, result
         assert result.out.split() == ["0", "1", "2", "3"]
@@ -218,10 +222,6 @@ def test_preserve_fds_and_listen_pid(hx: Containers) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
-        try:
-            os.close(3)
-        except OSError:
-            pass
 
 
 def test_pidfd_socket(hx: Containers, tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""`handcar run`: foreground and detached, --keep, the terminal relay, signals."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import termios
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers_exec import Containers, containers_fixture, make_fixture_rootfs, read_until
+
+
+@pytest.fixture(scope="module")
+def xrootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_rootfs(tmp_path_factory)
+
+
+@pytest.fixture
+def hx(tmp_path: Path, xrootfs: Path) -> Iterator[Containers]:
+    yield from containers_fixture(tmp_path, xrootfs)
+
+
+def _run(hx: Containers, args: list[str], *flags: str) -> tuple[str, int, str]:
+    cid = hx.new_id()
+    bundle = hx.bundle(hx.config(args))
+    result = hx.detached("run", "--bundle", str(bundle), *flags, cid)
+    return cid, result.rc, result.out + result.err
+
+
+def test_foreground_exit_codes(hx: Containers) -> None:
+    cid, rc, out = _run(hx, ["sh", "-c", "echo hello; exit 3"])
+    assert (rc, out) == (3, "hello\n")
+    assert not (hx.root / cid).exists(), "state removed once the container exits"
+    # Killed from outside (inside, pid 1 is immune to SIGKILL): 128+signal.
+    cid = hx.new_id()
+    bundle = hx.bundle(hx.config(["sh", "-c", "echo up; sleep 300"]))
+    proc = subprocess.Popen(
+        hx.argv("run", "--bundle", str(bundle), cid),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        assert hx("kill", cid, "KILL").rc == 0
+        assert proc.wait(10) == 128 + signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_keep_and_no_subreaper(hx: Containers) -> None:
+    cid, rc, _ = _run(hx, ["true"], "--keep")
+    assert rc == 0
+    assert hx.state(cid)["status"] == "stopped"
+    assert hx("delete", cid).rc == 0
+    cid, rc, _ = _run(hx, ["sh", "-c", "exit 9"], "--no-subreaper")
+    assert rc == 9
+    assert not (hx.root / cid).exists()
+
+
+def test_detach(hx: Containers) -> None:
+    cid, rc, _ = _run(hx, ["sleep", "300"], "--detach")
+    assert rc == 0
+    assert hx.state(cid)["status"] == "running"
+
+
+def test_foreground_forwards_signals(hx: Containers) -> None:
+    cid = hx.new_id()
+    bundle = hx.bundle(
+        hx.config(["sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"])
+    )
+    proc = subprocess.Popen(
+        hx.argv("run", "--bundle", str(bundle), cid),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 42
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (hx.root / cid).exists()
+
+
+def _take_ctty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_terminal_relay_raw_mode_resize_and_restore(hx: Containers) -> None:
+    config = hx.config(["sh"])
+    config["process"]["terminal"] = True
+    bundle = hx.bundle(config)
+    cid = hx.new_id()
+    master, slave = os.openpty()
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen(
+        hx.argv("run", "--bundle", str(bundle), cid),
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=_take_ctty,
+    )  # fmt: skip
+    try:
+        os.write(master, b"stty size; echo A-$((1+1))\n")
+        out = read_until(master, b"A-2")
+        assert b"30 100" in out, out
+        during = termios.tcgetattr(slave)
+        assert not during[3] & termios.ICANON, "our terminal is in raw mode while attached"
+        # A window change reaches handcar as SIGWINCH and the container's pty follows.
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.write(master, b"sleep 0.3; stty size; echo B-$((2+2))\n")
+        out = read_until(master, b"B-4")
+        assert b"40 120" in out, out
+        os.write(master, b"tty; exit 5\n")
+        assert proc.wait(10) == 5
+        assert termios.tcgetattr(slave) == before, "terminal restored on exit"
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
+    assert not (hx.root / cid).exists()
+
+
+def test_terminal_detached_needs_a_console_socket(hx: Containers) -> None:
+    config = hx.config(["sh"])
+    config["process"]["terminal"] = True
+    result = hx.detached("run", "-d", "--bundle", str(hx.bundle(config)), hx.new_id())
+    assert result.rc == 1 and "cannot allocate tty" in result.err
