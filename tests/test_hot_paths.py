@@ -9,21 +9,41 @@ import pytest
 
 from conftest import HANDCAR, Runtime
 
-FORBIDDEN = {"re", "enum", "logging", "argparse", "subprocess", "dataclasses", "typing", "json",
-             "socket", "signal", "threading", "asyncio", "tempfile", "shutil"}
+FORBIDDEN = {
+    "re",
+    "enum",
+    "logging",
+    "argparse",
+    "subprocess",
+    "dataclasses",
+    "typing",
+    "json",
+    "socket",
+    "signal",
+    "threading",
+    "asyncio",
+    "tempfile",
+    "shutil",
+}
 
 
 def _imported_modules(hc: Runtime, *args: str) -> set[str]:
     launcher = Path(HANDCAR).read_text().splitlines()
     interpreter = launcher[0][2:].split()[0]
     site = launcher[2].split('"')[1]
-    code = (f"import sys; sys.path.insert(0, {site!r}); sys.argv = ['handcar'] + {list(args)!r}; "
-            "from handcar.cli import main; main()")
+    code = (
+        f"import sys; sys.path.insert(0, {site!r}); sys.argv = ['handcar'] + {list(args)!r}; "
+        "from handcar.cli import main; main()"
+    )
     # A file, not a pipe: a created container's init inherits stderr and keeps it open.
     err_file = hc.tmp / f"importtime-{args[-1]}.txt"
     with err_file.open("w") as err:
-        subprocess.run([interpreter, "-IS", "-X", "importtime", "-c", code],
-                       stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+        subprocess.run(
+            [interpreter, "-IS", "-X", "importtime", "-c", code],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=60,
+        )
     modules = set()
     for line in err_file.read_text().splitlines():
         if line.startswith("import time:") and "|" in line:
