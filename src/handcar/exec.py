@@ -473,7 +473,6 @@ def _joiner(plan: _Plan) -> NoReturn:
         # process that got its pid since.
         if not process_is_alive(plan.init_pid, plan.init_start_time):
             raise HandcarError("cannot exec in a stopped container")
-        channel.expect("cgroup")
         joined_user = False
         for name, fd in namespaces:
             try:
@@ -488,6 +487,9 @@ def _joiner(plan: _Plan) -> NoReturn:
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
+        # The runtime moves us into the container's cgroups meanwhile (the first migration in
+        # a burst waits for an RCU grace period); the process must be born inside them.
+        channel.expect("cgroup")
         pid = os.fork()
         if pid == 0:
             _start_process(plan)
