@@ -315,10 +315,10 @@ class _Creation:
         self.boot, boot_child = Channel.pair()
         self.init, init_child = Channel.pair()
         plan.boot_channel, plan.init_channel = boot_child, init_child
-        if self.options.subreaper:
-            from handcar import linux
-
-            linux.set_child_subreaper()
+        # The cgroups are made before the fork so that the child can be moved at once: the first
+        # migration in a burst waits for an RCU grace period, and the child's module loading and
+        # unsharing overlap with that wait.
+        self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
         pid = os.fork()
         if pid == 0:
             self.boot.close()
@@ -333,8 +333,8 @@ class _Creation:
             os.close(plan.console_socket)
         os.close(plan.fifo_fd)
         os.close(plan.state_dir_fd)
-        # The children import and unshare meanwhile: make the cgroups in parallel.
-        self.cgroup = _open_cgroup(self.runtime, self.state, self.config)
+        if "user" not in plan.namespaces or plan.namespaces["user"]:
+            self.cgroup.add_pid(pid)
 
     def _serve_bootstrap(self) -> None:
         assert self.boot is not None
@@ -345,12 +345,17 @@ class _Creation:
 
                 write_id_maps(self.child, self.config)
                 self.boot.send("mapped")
+                self.cgroup.add_pid(self.child)
+            elif kind == "cgroup?":
+                self.boot.send("cgroup")
             elif kind == "pid":
                 self._record_init(int(payload))
-                # The first migration in a burst waits for an RCU grace period; the init
-                # builds its rootfs meanwhile and asks for the cgroup only when it needs it.
-                if self.cgroup is not None:
-                    self.cgroup.add_pid(self.state.pid)
+                if self.options.subreaper:
+                    # Needed only once the bootstrap exits and the init is re-parented to us;
+                    # loading ctypes now overlaps with the init's rootfs setup.
+                    from handcar import linux
+
+                    linux.set_child_subreaper()
                 return
             else:
                 raise ChannelError(kind, payload)
@@ -363,8 +368,6 @@ class _Creation:
 
     def _serve_init(self) -> None:
         assert self.init is not None and self.boot is not None
-        self.init.expect("cgroup?")
-        self.init.send("cgroup")
         self.init.expect("hooks")
         if self.config.get("hooks"):
             from handcar.hooks import run_hooks
@@ -419,9 +422,15 @@ def _open_cgroup(runtime: Runtime, state: ContainerState, config: dict[str, Any]
     )
     state.data["cgroup_paths"] = manager.paths()
     state.save()  # recorded before the first mkdir, so a crash from here on is cleanable
-    manager.create()
-    state.data["cgroup_created"] = manager.created()
-    manager.apply(linux_cfg.get("resources") or {}, devices=not runtime.rootless)
+    try:
+        manager.create()
+        state.data["cgroup_created"] = manager.created()
+        manager.apply(linux_cfg.get("resources") or {}, devices=not runtime.rootless)
+    except BaseException:
+        # A value the kernel refuses: the caller never sees this manager, so remove its
+        # cgroups here (the init has not joined them yet).
+        manager.destroy()
+        raise
     return manager
 
 

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import os
 
-from handcar import linux
 from handcar.errors import HandcarError
 from handcar.sync import Channel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
+
+    from handcar import linux
+else:
+    # Imported by the children, not the runtime: ctypes then loads while the runtime makes
+    # the cgroups, instead of before the fork.
+    linux = None
 
 
 class InitPlan:
@@ -99,8 +104,10 @@ def bootstrap(plan: InitPlan) -> NoReturn:
     channel = plan.boot_channel
     assert channel is not None
     try:
+        _load_child_modules(plan)
         linux.set_dumpable(False)
         _enter_namespaces(plan, channel)
+        _join_cgroup(plan, channel)
         init_pid = os.fork()
         if init_pid == 0:
             channel.close()
@@ -110,6 +117,31 @@ def bootstrap(plan: InitPlan) -> NoReturn:
     except BaseException as err:  # noqa: B036 - the child must report every failure
         _report_and_exit(channel, err)
     os._exit(0)
+
+
+def _load_child_modules(plan: InitPlan) -> None:
+    """Everything the init will need, loaded while the runtime is busy with the cgroups."""
+    global linux
+    from handcar import linux as linux_module
+    from handcar import process, rootfs  # noqa: F401
+
+    linux = linux_module
+    if plan.config.get("mounts"):
+        import handcar.cgroups.mount  # noqa: F401
+    if (plan.config.get("process") or {}).get("terminal"):
+        import handcar.console  # noqa: F401 - out of reach once the rootfs is pivoted
+
+
+def _join_cgroup(plan: InitPlan, channel: Channel) -> None:
+    """Wait until the runtime has moved us into the container's cgroup (the init inherits it),
+    then root the cgroup namespace there."""
+    channel.send("cgroup?")
+    channel.expect("cgroup")
+    path = plan.namespaces.get("cgroup")
+    if path:
+        _join("cgroup", path)
+    elif path is not None:
+        linux.unshare(linux.CLONE_NEWCGROUP)
 
 
 def _join(ns_type: str, path: str) -> None:
@@ -221,15 +253,11 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
         if "domainname" in config:
             linux.setdomainname(config["domainname"])
     in_mount_ns = "mount" in plan.namespaces
-    if process.get("terminal"):
-        import handcar.console  # noqa: F401 - out of reach once the rootfs is pivoted
-    cgroup = _CgroupJoin(plan, channel)
     if in_mount_ns:
         builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
         builder.prepare()
-        builder.mount_all(cgroup.mount)
+        builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
         builder.setup_dev()
-    cgroup.wait()
     channel.send("hooks")
     channel.expect("hooks-done")
     hooks = config.get("hooks") or {}
@@ -281,37 +309,13 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     plan.executable = proc.find_executable(process["args"][0], env)
 
 
-class _CgroupJoin:
-    """The init's cgroup, joined lazily: the runtime moves us while we build the rootfs.
-
-    The cgroup namespace must be rooted at that cgroup, so it is made only afterwards, at the
-    first cgroup mount or before the hooks, whichever comes first.
-    """
-
-    __slots__ = ("plan", "channel", "done")
-
-    def __init__(self, plan: InitPlan, channel: Channel) -> None:
-        self.plan = plan
-        self.channel = channel
-        self.done = False
-
-    def wait(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.channel.send("cgroup?")
-        self.channel.expect("cgroup")
-        path = self.plan.namespaces.get("cgroup")
-        if path:
-            _join("cgroup", path)
-        elif path is not None:
-            linux.unshare(linux.CLONE_NEWCGROUP)
-
-    def mount(self, builder: Any, dest: str, opts: Any) -> None:
+def _cgroup_mounter(in_cgroupns: bool) -> Any:
+    def mount(builder: Any, dest: str, opts: Any) -> None:
         from handcar.cgroups.mount import mount_cgroups
 
-        self.wait()
-        mount_cgroups(builder, dest, opts, "cgroup" in self.plan.namespaces)
+        mount_cgroups(builder, dest, opts, in_cgroupns)
+
+    return mount
 
 
 def _write_sysctls(config: dict[str, Any]) -> None:
