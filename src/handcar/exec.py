@@ -53,6 +53,19 @@ _PROC_NS_FLAGS = {
 }
 
 
+def _forwarded() -> set[int]:
+    import _signal
+
+    from handcar.run import _NOT_FORWARDED
+
+    return {
+        n for n in range(1, _signal.NSIG) if n not in _NOT_FORWARDED and n not in (9, 19, 32, 33)
+    }
+
+
+_FORWARDED_SIGNALS = _forwarded()
+
+
 class ExecOptions:
     """`exec`'s flags other than the process itself. The defaults are runc's."""
 
@@ -297,6 +310,14 @@ class _Exec:
         self.channel: Channel | None = None
 
     def run(self) -> int:
+        if not self.options.detach:
+            # Signals that arrive before forwarding is in place wait, blocked, instead of
+            # killing handcar with their default action; the process gets the old mask back.
+            import _signal
+
+            self.process["__sigmask__"] = _signal.pthread_sigmask(
+                _signal.SIG_BLOCK, _FORWARDED_SIGNALS
+            )
         try:
             self._start()
         except BaseException as err:
@@ -318,12 +339,15 @@ class _Exec:
             send_pidfd(self.options.pidfd_socket, self.pid)
         if self.options.detach:
             return 0
-        if self.options.attach is not None:
-            code: int = self.options.attach.run(self.pid)
-            return code
+        import _signal
+
         from handcar.run import forward_signals, wait_for_exit
 
         forward_signals(self.pid)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self.process.pop("__sigmask__"))
+        if self.options.attach is not None:
+            code: int = self.options.attach.run(self.pid)
+            return code
         return wait_for_exit(self.pid)
 
     def _plan(self, child_channel: Channel) -> _Plan:
@@ -531,6 +555,11 @@ def _start_process(plan: _Plan) -> NoReturn:
         proc.enter_cwd(process)
         env = _final_env(process)
         executable = proc.find_executable(process["args"][0], env)
+        mask = process.pop("__sigmask__", None)
+        if mask is not None:
+            import _signal
+
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         if plan.seccomp is not None:
             _load_seccomp(plan)
         os.execve(executable, process["args"], _env_dict(env))
