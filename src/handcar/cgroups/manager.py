@@ -134,6 +134,7 @@ class Manager:
         kill = self._kill_file() if signum == 9 else None
         if kill is not None:
             write_file(kill.rpartition("/")[0], "cgroup.kill", "1")
+            self._thaw_to_die()
             return
         froze = False
         try:
@@ -147,6 +148,17 @@ class Manager:
         finally:
             if froze:
                 self.thaw()
+            elif signum == 9:
+                self._thaw_to_die()
+
+    def _thaw_to_die(self) -> None:
+        """A paused container's tasks sit in the v1 freezer, where even SIGKILL waits until
+        they are thawed: after a SIGKILL, thaw them so that they die (runc thaws too)."""
+        try:
+            if self.is_frozen():
+                self.thaw()
+        except CgroupError:
+            pass
 
     def wait_empty(self, timeout: float = 1.0) -> bool:
         """Wait until no process is left in the cgroup; True if it emptied in time."""
