@@ -12,7 +12,7 @@ import pytest
 
 from handcar.cgroups import CgroupError, Manager, from_paths, open_manager
 
-from .conftest import Gate, sweep, unique_name
+from .conftest import UNIFIED, Gate, sweep, unique_name
 
 PY = f"{sys.executable} -I -S -c"
 GateFactory = Callable[[str], Gate]
@@ -168,11 +168,19 @@ def test_every_resource_this_host_has(v1_manager: Manager) -> None:
             "throttleReadIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
             "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 200}],
         },
-        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}],
-        "unified": {"hugetlb.1GB.max": "0"},
     }
-    v1_manager.apply(resources)
+    # Where hugetlb lives changes at run time: on cgroup2 (this host's default), as a v1
+    # hierarchy (the benchmark mounts one for crun), or nowhere.
     p = v1_manager.paths()
+    on_v1 = "hugetlb" in p
+    on_unified = "" in p and "hugetlb" in read(UNIFIED + "/cgroup.controllers").split()
+    if on_v1 or on_unified:
+        resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 4 << 20}]
+    # `unified` keys need a cgroup2 file: a hugetlb one when cgroup2 has it, else a core one.
+    unified_key = ("hugetlb.1GB.max", "0") if on_unified else ("cgroup.max.descendants", "7")
+    if "" in p:
+        resources["unified"] = {unified_key[0]: unified_key[1]}
+    v1_manager.apply(resources)
     assert read(p["memory"] + "/memory.limit_in_bytes") == str(256 << 20)
     assert read(p["memory"] + "/memory.soft_limit_in_bytes") == str(128 << 20)
     assert read(p["memory"] + "/memory.memsw.limit_in_bytes") == str(512 << 20)
@@ -188,9 +196,12 @@ def test_every_resource_this_host_has(v1_manager: Manager) -> None:
     assert read(p["blkio"] + "/blkio.bfq.weight").split()[-1] == "300"
     assert f"{major}:{minor} 1048576" in read(p["blkio"] + "/blkio.throttle.read_bps_device")
     assert f"{major}:{minor} 200" in read(p["blkio"] + "/blkio.throttle.write_iops_device")
-    # hugetlb lives on cgroup2 on this host: handcar uses it there.
-    assert read(p[""] + "/hugetlb.2MB.max") == str(4 << 20)
-    assert read(p[""] + "/hugetlb.1GB.max") == "0"
+    if on_v1:
+        assert read(p["hugetlb"] + "/hugetlb.2MB.limit_in_bytes") == str(4 << 20)
+    elif on_unified:  # hugetlb on cgroup2 of a hybrid host: handcar uses it there
+        assert read(p[""] + "/hugetlb.2MB.max") == str(4 << 20)
+    if "" in p:
+        assert read(p[""] + "/" + unified_key[0]) == unified_key[1]
     # A second apply of lower values works in the other write order (memory+swap first).
     v1_manager.apply({"memory": {"limit": 64 << 20, "swap": 64 << 20}})
     assert read(p["memory"] + "/memory.memsw.limit_in_bytes") == str(64 << 20)
@@ -243,14 +254,19 @@ def test_v1_device_rules(v1_manager: Manager, gate: GateFactory) -> None:
     assert read(v1_manager.paths()["devices"] + "/devices.list").splitlines() == rules
 
 
+def hugetlb_available(paths: dict[str, str]) -> bool:
+    """hugetlb as a v1 hierarchy, or on the hybrid cgroup2 (it moves at run time here)."""
+    if "hugetlb" in paths:
+        return True
+    return "" in paths and "hugetlb" in read(UNIFIED + "/cgroup.controllers").split()
+
+
 def test_stats_have_runc_field_names(v1_manager: Manager, gate: GateFactory) -> None:
-    v1_manager.apply(
-        {
-            "pids": {"limit": 50},
-            "memory": {"limit": 128 << 20},
-            "hugepageLimits": [{"pageSize": "2MB", "limit": 2 << 20}],
-        }
-    )
+    has_hugetlb = hugetlb_available(v1_manager.paths())
+    resources: dict[str, object] = {"pids": {"limit": 50}, "memory": {"limit": 128 << 20}}
+    if has_hugetlb:
+        resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2 << 20}]
+    v1_manager.apply(resources)
     g = gate("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30")
     v1_manager.add_pid(g.pid)
     g.open()
@@ -264,4 +280,4 @@ def test_stats_have_runc_field_names(v1_manager: Manager, gate: GateFactory) -> 
     assert stats["memory"]["usage"]["limit"] == 128 << 20
     assert {"usage", "swap", "kernel", "kernelTCP", "raw"} <= set(stats["memory"])
     assert stats["pids"] == {"current": 1, "limit": 50}
-    assert "2MB" in stats["hugetlb"]
+    assert "2MB" in stats["hugetlb"] or not has_hugetlb

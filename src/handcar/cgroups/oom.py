@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import select
 
-from handcar.cgroups._fs import read_key_values, write_file
+from handcar.cgroups._fs import write_file
 
 
 class OomWatcher:
@@ -108,10 +108,17 @@ class V2OomWatcher(OomWatcher):
         return select.POLLPRI | select.POLLERR
 
     def _counters(self) -> tuple[int, int]:
+        # Read through the polled fd: kernfs keeps reporting POLLPRI on it until it is read
+        # again (a read through another fd would leave the poll spinning).
         try:
-            values = read_key_values(self.path + "/memory.events")
+            text = os.pread(self._fd, 4096, 0).decode()
         except OSError:  # ENODEV once the cgroup is removed
-            values = {}
+            text = ""
+        values: dict[str, int] = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                values[key] = int(value)
         if not values:
             self.gone = True
         return values.get("oom", 0), values.get("oom_kill", 0)
