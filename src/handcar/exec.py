@@ -25,7 +25,7 @@ import os
 
 from handcar import linux
 from handcar.errors import ExecSetupError, HandcarError
-from handcar.sync import Channel
+from handcar.sync import Channel, report_and_exit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -257,16 +257,8 @@ def exec_process(
         )
     if not terminal and has_console:
         raise ExecSetupError("cannot use console socket if handcar will not detach or allocate tty")
-    _fix_listen_env(process)
     targets = _cgroup_targets(state.data.get("cgroup_paths") or {}, options.cgroup)
     return _Exec(state, process, options, targets).run()
-
-
-def _fix_listen_env(process: dict[str, Any]) -> None:
-    """With LISTEN_FDS in the env, LISTEN_PID must name the process: filled in before exec."""
-    env = process.get("env") or []
-    if any(e.startswith("LISTEN_FDS=") for e in env):
-        process["env"] = [e for e in env if not e.startswith("LISTEN_PID=")] + ["LISTEN_PID=@"]
 
 
 def _cgroup_targets(paths: dict[str, str], requests: list[str]) -> dict[str, str]:
@@ -434,24 +426,6 @@ def _channel_error(kind: str, payload: str) -> ExecSetupError:
 # ---- the joiner ----------------------------------------------------------------------------
 
 
-def _report_and_exit(channel: Channel, err: BaseException) -> NoReturn:
-    if os.environ.get("HANDCAR_DEBUG"):
-        import traceback
-
-        traceback.print_exception(err)
-    if isinstance(err, HandcarError):
-        message = str(err)
-    elif isinstance(err, OSError) and err.strerror:
-        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
-    else:
-        message = f"{type(err).__name__}: {err}"
-    try:
-        channel.send("error", message)
-    except OSError:
-        pass
-    os._exit(1)
-
-
 def _close_inherited_fds(keep: set[int], first: int) -> None:
     """Close, not just mark close-on-exec: a host fd still open during setup could become the
     process's cwd (CVE-2024-21626)."""
@@ -519,7 +493,7 @@ def _joiner(plan: _Plan) -> NoReturn:
             _start_process(plan)
         channel.send("pid", str(pid))
     except BaseException as err:  # noqa: B036 - the child must report every failure
-        _report_and_exit(channel, err)
+        report_and_exit(channel, err)
     os._exit(0)
 
 
@@ -553,8 +527,8 @@ def _start_process(plan: _Plan) -> NoReturn:
             _load_seccomp(plan)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
         proc.apply_identity(process)
         proc.enter_cwd(process)
-        env = _final_env(process)
-        executable = proc.find_executable(process["args"][0], env)
+        env = proc.exec_environment(process.get("env") or [])
+        executable = proc.find_executable(process["args"][0], process.get("env") or [])
         mask = process.pop("__sigmask__", None)
         if mask is not None:
             import _signal
@@ -562,9 +536,9 @@ def _start_process(plan: _Plan) -> NoReturn:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         if plan.seccomp is not None:
             _load_seccomp(plan)
-        os.execve(executable, process["args"], _env_dict(env))
+        os.execve(executable, process["args"], env)
     except BaseException as err:  # noqa: B036
-        _report_and_exit(channel, err)
+        report_and_exit(channel, err)
     os._exit(127)  # unreachable: execve returns only by raising
 
 
@@ -575,31 +549,3 @@ def _load_seccomp(plan: _Plan) -> None:
     plan.seccomp = None
 
 
-def _final_env(process: dict[str, Any]) -> list[str]:
-    env: list[str] = list(process.get("env") or [])
-    if "LISTEN_PID=@" in env:
-        env[env.index("LISTEN_PID=@")] = f"LISTEN_PID={os.getpid()}"
-    if not any(e.startswith("HOME=") for e in env):
-        env.append("HOME=" + _home_of(os.getuid()))
-    return env
-
-
-def _home_of(uid: int) -> str:
-    """HOME from the container's /etc/passwd, "/" without an entry (runc's fallback)."""
-    try:
-        with open("/etc/passwd", "rb") as f:
-            for line in f:
-                fields = line.decode(errors="replace").rstrip("\n").split(":")
-                if len(fields) >= 6 and fields[2] == str(uid):
-                    return fields[5] or "/"
-    except OSError:
-        pass
-    return "/"
-
-
-def _env_dict(env: list[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for entry in env:
-        key, _, value = entry.partition("=")
-        result[key] = value
-    return result

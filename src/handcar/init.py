@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from handcar.errors import HandcarError
-from handcar.sync import Channel
+from handcar.sync import Channel, report_and_exit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,27 +76,6 @@ class InitPlan:
         self.executable = ""
 
 
-def _report_and_exit(channel: Channel | None, err: BaseException) -> NoReturn:
-    from handcar import log
-
-    if log.is_debug():
-        import traceback
-
-        traceback.print_exception(err)
-    if isinstance(err, HandcarError):
-        message = str(err)
-    elif isinstance(err, OSError) and err.strerror:
-        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
-    else:
-        message = f"{type(err).__name__}: {err}"
-    if channel is not None:
-        try:
-            channel.send("error", message)
-        except OSError:
-            pass
-    os._exit(1)
-
-
 # ---- stage 1: namespaces -------------------------------------------------------------------
 
 
@@ -115,7 +94,7 @@ def bootstrap(plan: InitPlan) -> NoReturn:
         channel.send("pid", str(init_pid))
         _guard_init(channel, init_pid)
     except BaseException as err:  # noqa: B036 - the child must report every failure
-        _report_and_exit(channel, err)
+        report_and_exit(channel, err)
     os._exit(0)
 
 
@@ -211,7 +190,7 @@ def run_init(plan: InitPlan) -> NoReturn:
         channel.send("ready")
         channel.expect("start-wait")
     except BaseException as err:  # noqa: B036
-        _report_and_exit(channel, err)
+        report_and_exit(channel, err)
     channel.close()
     _wait_for_start(fifo_fd, plan)
     _exec_user_process(plan)
@@ -363,11 +342,9 @@ def _exec_user_process(plan: InitPlan) -> NoReturn:
     try:
         if plan.seccomp is not None and process.get("noNewPrivileges"):
             _load_seccomp(plan)
-        if any(e.startswith("LISTEN_FDS=") for e in env):
-            # Socket activation: LISTEN_PID names the process as the container sees it.
-            env = [e for e in env if not e.startswith("LISTEN_PID=")]
-            env.append(f"LISTEN_PID={os.getpid()}")
-        os.execve(plan.executable, process["args"], _env_dict(env))
+        from handcar.process import exec_environment
+
+        os.execve(plan.executable, process["args"], exec_environment(env))
     except OSError as err:
         os.write(2, f"handcar init: exec {plan.executable}: {err.strerror}\n".encode())
     os._exit(127)
@@ -380,9 +357,3 @@ def _load_seccomp(plan: InitPlan) -> None:
     plan.seccomp = None
 
 
-def _env_dict(env: list[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for entry in env:
-        key, _, value = entry.partition("=")
-        result[key] = value
-    return result

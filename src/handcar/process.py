@@ -159,3 +159,31 @@ def enter_cwd(process: dict[str, Any], where: str = "process") -> None:
         raise HandcarError(f"{where}.cwd: chdir to {cwd}: {_errtext(err)}") from None
     if not reached.startswith("/"):
         raise HandcarError(f"{where}.cwd: {cwd} lies outside the container")
+
+
+def home_of(uid: int) -> str:
+    """HOME from the container's /etc/passwd, "/" without an entry (runc's fallback)."""
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for line in f:
+                fields = line.decode(errors="replace").rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def exec_environment(env: list[str]) -> dict[str, str]:
+    """The process's environment as execve wants it, completed the way runc completes it:
+    HOME from /etc/passwd when missing, and LISTEN_PID naming this very process when socket
+    activation (LISTEN_FDS) passes fds in."""
+    result: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    if "LISTEN_FDS" in result:
+        result["LISTEN_PID"] = str(os.getpid())
+    if "HOME" not in result:
+        result["HOME"] = home_of(os.getuid())
+    return result

@@ -7,6 +7,11 @@ makes the half-built container exit instead of waiting forever.
 from __future__ import annotations
 
 import _socket
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 SCM_RIGHTS = _socket.SCM_RIGHTS
 SOL_SOCKET = _socket.SOL_SOCKET
@@ -50,6 +55,29 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def report_and_exit(channel: Channel | None, err: BaseException) -> NoReturn:
+    """A child's last act on failure: one "error MESSAGE" line for the runtime, then exit."""
+    from handcar import log
+    from handcar.errors import HandcarError
+
+    if log.is_debug():
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, HandcarError):
+        message = str(err)
+    elif isinstance(err, OSError) and err.strerror:
+        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
+    else:
+        message = f"{type(err).__name__}: {err}"
+    if channel is not None:
+        try:
+            channel.send("error", message)
+        except OSError:
+            pass
+    os._exit(1)
 
 
 class ChannelError(Exception):
