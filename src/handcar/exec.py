@@ -426,18 +426,6 @@ def _channel_error(kind: str, payload: str) -> ExecSetupError:
 # ---- the joiner ----------------------------------------------------------------------------
 
 
-def _close_inherited_fds(keep: set[int], first: int) -> None:
-    """Close, not just mark close-on-exec: a host fd still open during setup could become the
-    process's cwd (CVE-2024-21626)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= first and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def _open_namespaces(pid: int) -> list[tuple[str, int]]:
     """The init's namespaces that differ from ours, as open fds in JOIN_ORDER."""
     opened: list[tuple[str, int]] = []
@@ -462,7 +450,9 @@ def _joiner(plan: _Plan) -> NoReturn:
     channel = plan.channel
     try:
         linux.set_dumpable(False)
-        _close_inherited_fds({channel.fileno(), plan.console_fd}, 3 + plan.preserve_fds)
+        from handcar.process import close_fds_from
+
+        close_fds_from(3 + plan.preserve_fds, {channel.fileno(), plan.console_fd})
         namespaces = _open_namespaces(plan.init_pid)
         root_fd = os.open(f"/proc/{plan.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         from handcar.state import process_is_alive

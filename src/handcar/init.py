@@ -208,14 +208,9 @@ def _keep_only_needed_fds(plan: InitPlan) -> None:
         plan.fifo_fd,
         plan.state_dir_fd,
     }
-    first = 3 + plan.preserve_fds
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= first and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    from handcar.process import close_fds_from
+
+    close_fds_from(3 + plan.preserve_fds, keep)
 
 
 def _setup_container(plan: InitPlan, channel: Channel) -> None:

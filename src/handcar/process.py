@@ -187,3 +187,15 @@ def exec_environment(env: list[str]) -> dict[str, str]:
     if "HOME" not in result:
         result["HOME"] = home_of(os.getuid())
     return result
+
+
+def close_fds_from(first: int, keep: set[int]) -> None:
+    """Close every fd >= first but `keep`. Closing, not only marking close-on-exec: a host fd
+    still open during setup could become the process's cwd (CVE-2024-21626)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

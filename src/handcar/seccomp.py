@@ -630,42 +630,16 @@ def _cache_store(directory: str, key: bytes, payload: bytes) -> None:
             pass
 
 
-# ---------------------------------------------------------------------------------------------
-# Minimal JSON for the listener message, through the C scanner and encoder only (the json
-# package imports re and enum).
-
-
 def _json_string(text: str) -> bytes:
-    from _json import encode_basestring_ascii
+    from handcar import jsonio
 
-    encoded: str = encode_basestring_ascii(text)
-    return encoded.encode()
-
-
-class _ScanContext:
-    """The attributes _json.make_scanner reads from a JSONDecoder."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    memo: dict[str, str] = {}
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return float(name.lower().replace("infinity", "inf"))
+    return jsonio.dumps(text).encode()
 
 
 def _state_pid(state_json: bytes) -> int:
-    from _json import make_scanner
+    from handcar import jsonio
 
-    text = state_json.decode()
-    try:
-        scan = make_scanner(_ScanContext())  # type: ignore[arg-type]
-        state, _ = scan(text, len(text) - len(text.lstrip()))
-    except StopIteration:
-        raise ValueError("container state is not JSON") from None
+    state = jsonio.loads(state_json, "container state")
     pid = state.get("pid") if isinstance(state, dict) else None
     if not isinstance(pid, int):
         raise ValueError("container state has no pid")
