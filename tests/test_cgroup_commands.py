@@ -205,6 +205,49 @@ def test_run_oom_killed_exit_status(hc: Runtime) -> None:
     assert "survived" not in result.out
 
 
+def test_events_stream_reports_oom_of_a_child_and_goes_on(hc: Runtime) -> None:
+    import select
+
+    config = hc.config(["sleep", "300"])
+    config["linux"]["resources"] = {"memory": {"limit": 24 << 20, "swap": 24 << 20}}
+    cid = started(hc, config)
+    events = subprocess.Popen(
+        [hc.binary, "--root", str(hc.root), "events", "--interval", "200ms", cid],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert events.stdout is not None
+    seen: list[dict[str, Any]] = []
+
+    def read_until(kind: str, timeout: float) -> bool:
+        assert events.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([events.stdout], [], [], 0.1)[0]:
+                line = events.stdout.readline()
+                if not line:
+                    return False
+                seen.append(json.loads(line))
+                if seen[-1]["type"] == kind:
+                    return True
+        return False
+
+    try:
+        assert read_until("stats", 5)  # the stream is up
+        result = hc("exec", cid, "sh", "-c", ALLOCATE)
+        assert result.rc == 128 + signal.SIGKILL, result  # the exec'd shell was OOM-killed
+        assert read_until("oom", 5), seen
+        assert hc.state(cid)["status"] == "running"
+        assert read_until("stats", 5), "the stream goes on after an oom"
+        assert hc("kill", cid, "KILL").rc == 0
+        events.wait(timeout=10)
+    finally:
+        if events.poll() is None:
+            events.kill()
+        events.communicate()
+    assert events.returncode == 0
+    assert {"type": "oom", "id": cid} in seen
+
+
 # --- the pids limit stops a fork bomb -----------------------------------------------------
 
 
