@@ -36,8 +36,17 @@ def env_path(env: list[str]) -> str:
 def find_executable(name: str, env: list[str]) -> str:
     """Resolve args[0] the way Go's exec.LookPath does; its error text is what engines match."""
     if "/" in name:
-        if not os.path.exists(name):
-            raise HandcarError(f'exec: "{name}": stat {name}: no such file or directory')
+        try:
+            st = os.stat(name)
+        except OSError as err:
+            raise HandcarError(f'exec: "{name}": stat {name}: {_errtext(err)}') from None
+        # Go's LookPath refuses a directory or a file without x bits; runc then checks
+        # faccessat(X_OK) as the process's user (noexec mounts). Docker maps "permission
+        # denied" to 126, so the wording is runc's.
+        if os.path.isdir(name) or not st.st_mode & 0o111:
+            raise HandcarError(f'exec: "{name}": permission denied')
+        if not os.access(name, os.X_OK, effective_ids=True):
+            raise HandcarError(f"exec {name}: permission denied")
         return name
     for directory in env_path(env).split(":"):
         candidate = (directory or ".") + "/" + name
