@@ -303,6 +303,11 @@ def validate(config: object, source: str = "config.json", need_process: bool = T
     _check_mounts(cfg, check)
     _check_hooks(cfg, check)
     _check_linux(cfg, check)
+    for key in ("hostname", "domainname"):
+        # runc refuses these without a UTS namespace rather than rename the host (or ignore
+        # them): a host-network CRI pod must not carry a hostname.
+        if cfg.get(key) and "uts" not in namespaces(cfg):
+            raise check.fail(key, f"unable to set {key} without a private UTS namespace")
     return cfg
 
 
