@@ -1,0 +1,142 @@
+"""Engine fixtures: each engine runs with private configs and state under a temp dir.
+
+The runtime under test is HANDCAR_TEST_RUNTIME (default: the venv's handcar launcher), so the
+same tests also run against runc (`HANDCAR_TEST_RUNTIME=/usr/sbin/runc`) to show they are fair.
+Every fixture is module-scoped (an engine starts once per module) and leaves nothing behind:
+its processes are stopped by pid, its mounts unmounted, and the links and iptables chains it
+made removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_helpers import (
+    HANDCAR,
+    background,
+    iptables_chains,
+    kill_pids,
+    link_names,
+    processes_mentioning,
+    unmount_under,
+    wait_for,
+    write_image_archive,
+)
+from engine_setup import IMAGES, Docker, Podman, need, remove_chains, start_containerd
+
+
+@pytest.fixture(scope="module")
+def engine_dir() -> Iterator[Path]:
+    """A short private dir (unix socket paths are limited to 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hce-", dir="/tmp"))
+    yield path
+    left = unmount_under(path)
+    assert not left, f"still mounted: {left}"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image_archive(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image archive (OCI layout plus docker manifest.json) of the busybox rootfs."""
+    return write_image_archive(rootfs, tmp_path_factory.mktemp("image") / "bb.tar", IMAGES)
+
+
+@pytest.fixture(scope="module")
+def network_guard() -> Iterator[None]:
+    """Remove the links and iptables chains an engine made (a bridge, CNI or docker chains)."""
+    links = link_names()
+    chains = iptables_chains()
+    cni_state = Path("/var/lib/cni")
+    had_cni_state = cni_state.exists()
+    yield
+    for link in link_names() - links:
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+    remove_chains(iptables_chains() - chains)
+    if not had_cni_state:
+        shutil.rmtree(cni_state, ignore_errors=True)
+    assert link_names() <= links, f"links left behind: {link_names() - links}"
+    assert iptables_chains() <= chains, f"chains left behind: {iptables_chains() - chains}"
+
+
+@pytest.fixture(scope="module")
+def podman(
+    engine_dir: Path, image_archive: Path, rootfs: Path, network_guard: None
+) -> Iterator[Podman]:
+    need("podman", "conmon")
+    engine = Podman(engine_dir / "podman")
+    try:
+        engine.ok("load", "-q", "-i", str(image_archive), timeout=120)
+        yield engine
+    finally:
+        engine("rm", "-a", "-f", "-t", "0", timeout=120)
+        engine("pod", "rm", "-a", "-f", timeout=60)
+        engine("rmi", "-a", "-f", timeout=60)
+        conmons = processes_mentioning(str(engine.base))
+        kill_pids(conmons)
+        engine("system", "reset", "-f", timeout=60)
+        left = unmount_under(engine.base)
+        assert not left, f"podman left mounts: {left}"
+
+
+# ---- Docker ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker(engine_dir: Path, image_archive: Path, network_guard: None) -> Iterator[Docker]:
+    """A private dockerd on a private containerd, inside containerd's mount namespace (the
+    shim must see the rootfs dockerd mounts). No iptables; -p goes through docker-proxy."""
+    need("dockerd", "docker", "nsenter")
+    base = engine_dir / "docker"
+    base.mkdir()
+    with start_containerd(engine_dir / "containerd") as ctd:
+        assert ctd.proc is not None
+        argv = [
+            "nsenter",
+            "-t",
+            str(ctd.proc.pid),
+            "-m",
+            "dockerd",
+            "--data-root",
+            f"{base}/root",
+            "--exec-root",
+            f"{base}/exec",
+            "--pidfile",
+            f"{base}/pid",
+            "-H",
+            f"unix://{base}/docker.sock",
+            "--containerd",
+            ctd.sock,
+            "--add-runtime",
+            f"handcar={HANDCAR}",
+            "--default-runtime",
+            "handcar",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--userland-proxy=true",
+            "--bip",
+            "172.29.177.1/24",
+            "--storage-driver",
+            "overlay2",
+            "--log-level",
+            "warn",
+        ]
+        engine = Docker(base)
+        with background(argv, base / "dockerd.log") as proc:
+            try:
+                up = wait_for(lambda: engine("version").returncode == 0, 60, 0.3)
+                assert up, (base / "dockerd.log").read_text()[-3000:]
+                engine.ok("load", "-q", "-i", str(image_archive), timeout=120)
+                yield engine
+            finally:
+                engine("rm", "-f", *engine("ps", "-aq").stdout.split(), timeout=120)
+                del proc
+        # dockerd's own mounts live in containerd's namespace and go with it.
+
+
+# ---- timing report ----------------------------------------------------------------------------
