@@ -105,6 +105,27 @@ def test_pod_and_container(cri: Cri) -> None:
     )
     assert (sync.exit_code, sync.stdout, sync.stderr) == (3, b"in-exec\n", b"err\n")
 
+    # UpdateContainerResources goes through the runtime's `update`; the cgroup shows it
+    resources = api.LinuxContainerResources(memory_limit_in_bytes=128 << 20)
+    rt.UpdateContainerResources(
+        api.UpdateContainerResourcesRequest(container_id=cid, linux=resources)
+    )
+    limit = rt.ExecSync(
+        api.ExecSyncRequest(
+            container_id=cid,
+            cmd=[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+                " || cat /sys/fs/cgroup/memory.max",
+            ],
+            timeout=20,
+        )
+    )
+    assert limit.stdout.decode().strip() == str(128 << 20), limit
+    stats = rt.ContainerStats(api.ContainerStatsRequest(container_id=cid)).stats
+    assert stats.memory.working_set_bytes.value > 0, stats
+
     log = cri.logs / uid / "main.log"
     assert wait_for(lambda: log.exists() and "hello-log" in log.read_text(), 20)
     assert log.read_text().splitlines()[0].endswith(" stdout F hello-log")
