@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_helpers import (
+
+from engines.engine_helpers import (
     HANDCAR,
     background,
     iptables_chains,
@@ -27,7 +28,7 @@ from engine_helpers import (
     wait_for,
     write_image_archive,
 )
-from engine_setup import IMAGES, Docker, Podman, need, remove_chains, start_containerd
+from engines.engine_setup import IMAGES, Docker, Podman, need, remove_chains, start_containerd
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import (
+
+from engines.engine_helpers import (
     HANDCAR,
     background,
     kill_pids,

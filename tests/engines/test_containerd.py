@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_helpers import HANDCAR, wait_for
-from engine_setup import Containerd, start_containerd
+
+from engines.engine_helpers import HANDCAR, wait_for
+from engines.engine_setup import Containerd, start_containerd
 
 pytestmark = pytest.mark.slow
 

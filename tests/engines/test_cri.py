@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import wait_for
-from engine_setup import Containerd, start_containerd
+
+from engines.engine_helpers import wait_for
+from engines.engine_setup import Containerd, start_containerd
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,9 @@ import json
 import uuid
 
 import pytest
-from engine_helpers import HANDCAR, free_port, http_get, wait_for
-from engine_setup import Docker
+
+from engines.engine_helpers import HANDCAR, free_port, http_get, wait_for
+from engines.engine_setup import Docker
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_helpers import HANDCAR, free_port, http_get, run_in_pty, wait_for
-from engine_setup import Podman
+
+from engines.engine_helpers import HANDCAR, free_port, http_get, run_in_pty, wait_for
+from engines.engine_setup import Podman
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from engine_helpers import processes_mentioning, wait_for
-from engine_setup import Podman, record_timing
+
+from engines.engine_helpers import processes_mentioning, wait_for
+from engines.engine_setup import Podman, record_timing
 
 pytestmark = pytest.mark.slow
 
