@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Runtime, leaked_cgroups, wait_for
+from harness import Runtime, leaked_cgroups, wait_for
 
 CG = "/sys/fs/cgroup"
 UNIFIED = CG + "/unified"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import HANDCAR, Runtime
+from harness import HANDCAR, Runtime
 
 COMMANDS = ["create", "start", "run", "state", "list", "kill", "delete", "spec"]
 

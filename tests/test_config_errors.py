@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Runtime
+from harness import Runtime
 
 
 def _create_with(hc: Runtime, text: str) -> Any:
@@ -125,6 +125,6 @@ def test_failed_setup_leaves_no_cgroup_state_or_process(hc: Runtime) -> None:
     result = hc("create", "--bundle", str(bundle), cid)
     assert result.rc == 1
     assert list(hc.root.iterdir()) == []
-    from conftest import leaked_cgroups
+    from harness import leaked_cgroups
 
     assert leaked_cgroups([cid]) == []

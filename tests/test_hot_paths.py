@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANDCAR, Runtime
+from harness import HANDCAR, Runtime
 
 FORBIDDEN = {
     "re",

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import Runtime, wait_for
+from harness import Runtime, wait_for
 
 
 def test_create_blocks_on_exec_fifo_until_start(hc: Runtime, tmp_path: Path) -> None:

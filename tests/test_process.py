@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from conftest import Runtime, wait_for
+from harness import Runtime, wait_for
 
 CAP_KILL = 1 << 5
 CAP_NET_BIND_SERVICE = 1 << 10

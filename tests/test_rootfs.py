@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import Runtime
+from harness import Runtime
 
 
 def _run_ok(hc: Runtime, script: str, config: dict | None = None) -> str:

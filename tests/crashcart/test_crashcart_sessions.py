@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import (
+from crashcart_fixtures import (
     Crashcart,
     RuncContainer,
     crashcart_env,
