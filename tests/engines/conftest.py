@@ -47,21 +47,36 @@ def image_archive(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return write_image_archive(rootfs, tmp_path_factory.mktemp("image") / "bb.tar", IMAGES)
 
 
+# What the engines make on the host: podman's CNI bridge (cni-podman0, 1, ...), dockerd's
+# docker0, and their iptables chains. Only these are removed: other tests running at the same
+# time may own other links.
+ENGINE_LINKS = ("cni-podman", "docker0", "podman")
+ENGINE_CHAINS = ("CNI-", "DOCKER", "NETAVARK")
+
+
+def engine_links() -> set[str]:
+    return {name for name in link_names() if name.startswith(ENGINE_LINKS)}
+
+
+def engine_chains() -> set[str]:
+    return {c for c in iptables_chains() if c.split(":", 1)[1].startswith(ENGINE_CHAINS)}
+
+
 @pytest.fixture(scope="module")
 def network_guard() -> Iterator[None]:
-    """Remove the links and iptables chains an engine made (a bridge, CNI or docker chains)."""
-    links = link_names()
-    chains = iptables_chains()
+    """Remove the bridges and iptables chains an engine made."""
+    links = engine_links()
+    chains = engine_chains()
     cni_state = Path("/var/lib/cni")
     had_cni_state = cni_state.exists()
     yield
-    for link in link_names() - links:
+    for link in engine_links() - links:
         subprocess.run(["ip", "link", "del", link], capture_output=True)
-    remove_chains(iptables_chains() - chains)
+    remove_chains(engine_chains() - chains)
     if not had_cni_state:
         shutil.rmtree(cni_state, ignore_errors=True)
-    assert link_names() <= links, f"links left behind: {link_names() - links}"
-    assert iptables_chains() <= chains, f"chains left behind: {iptables_chains() - chains}"
+    assert engine_links() <= links, f"links left behind: {engine_links() - links}"
+    assert engine_chains() <= chains, f"chains left behind: {engine_chains() - chains}"
 
 
 @pytest.fixture(scope="module")

@@ -247,3 +247,19 @@ def test_checkpoint_fails_cleanly(podman: Podman) -> None:
         assert "checkpoint" in result.stderr, result
     assert podman.ok("inspect", "--format", "{{.State.Status}}", cid).strip() == "running"
     podman.ok("rm", "-f", "-t", "0", cid)
+
+
+def test_init_then_rm_or_start(podman: Podman) -> None:
+    """`podman init` runs the runtime's create only: the created container is deleted without
+    --force, or started later and attached to."""
+    cid = name()
+    podman.ok("create", "--name", cid, IMAGE, "sleep", "1000")
+    podman.ok("init", cid)
+    status = podman.ok("inspect", "--format", "{{.State.Status}} {{.State.Pid}}", cid).split()
+    assert status[0] == "initialized" and int(status[1]) > 0, status
+    podman.ok("rm", cid)
+    cid = name()
+    podman.ok("create", "--name", cid, IMAGE, "echo", "started-after-init")
+    podman.ok("init", cid)
+    assert podman.ok("start", "-a", cid) == "started-after-init\n"
+    podman.ok("rm", cid)
