@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.engine_helpers import HANDCAR, wait_for
+from engines.engine_helpers import HANDCAR, run_in_pty, wait_for
 from engines.engine_setup import Containerd, start_containerd
 
 pytestmark = pytest.mark.slow
@@ -126,3 +126,14 @@ def test_kill_term_and_delete(ctd: Containerd) -> None:
     # a second kill of a stopped task is "not found" to containerd, never a hang
     assert ctd.ctr("task", "rm", cid).returncode == 0
     assert ctd.ctr("container", "rm", cid).returncode == 0
+
+
+def test_run_tty(ctd: Containerd) -> None:
+    """ctr run -t: the shim receives the pty master over --console-socket."""
+    argv = ["ctr", "-a", ctd.sock, "-n", "hct", "run", "--rm", "-t", *runtime_flags(ctd)]
+    result = run_in_pty(
+        [*argv, IMAGE, new_id(), "sh", "-c", "tty; echo READY; exec sh"],
+        [(b"READY", b"echo typed-$((6*7)); exit 5\n")],
+    )
+    assert result.code == 5, result
+    assert "/dev/pts/0" in result.text and "typed-42" in result.text, result
