@@ -232,6 +232,8 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
         builder.prepare()
         builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
         builder.setup_dev()
+        # Opened before the switch: the masks use the host's null device, checked (1:3).
+        null_fd = rootfs_mod.open_null_device()
     channel.send("hooks")
     channel.expect("hooks-done")
     hooks = config.get("hooks") or {}
@@ -244,9 +246,11 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
                 config, plan.container_id, "creating", os.getpid(), plan.bundle
             )
             hooks_mod.run_hook_list(hooks["createContainer"], "createContainer", state_json, True)
+    console_fd = -1
     if in_mount_ns:
         builder.pivot(plan.no_pivot)
         builder.close()
+        console_fd = builder.console_fd
     else:
         os.chroot(plan.rootfs)
         os.chdir("/")
@@ -254,13 +258,17 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     linux_cfg = config.get("linux") or {}
     if in_mount_ns:
         rootfs_mod.readonly_paths(linux_cfg.get("readonlyPaths", []))
-        rootfs_mod.mask_paths(linux_cfg.get("maskedPaths", []))
+        rootfs_mod.mask_paths(linux_cfg.get("maskedPaths", []), null_fd)
+        os.close(null_fd)
         if (config.get("root") or {}).get("readonly"):
             rootfs_mod.remount_root_readonly()
     if process.get("terminal"):
         from handcar.console import attach_console
 
-        attach_console(plan.console_socket, process.get("consoleSize"))
+        attach_console(plan.console_socket, process.get("consoleSize"), bind_console=False)
+        if console_fd >= 0:
+            rootfs_mod.bind_console(console_fd)  # onto the fd checked not to be a symlink
+            os.close(console_fd)
     if plan.console_socket >= 0:
         os.close(plan.console_socket)
     if not plan.no_new_keyring:

@@ -12,6 +12,7 @@ import stat
 
 from handcar import linux
 from handcar.errors import HandcarError
+from handcar.linux import mountapi  # loaded before pivot_root: used after it
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,13 +103,14 @@ def _errtext(err: OSError) -> str:
 class RootfsBuilder:
     """Builds the rootfs at `root` (an absolute host path) for one container config."""
 
-    __slots__ = ("root", "root_fd", "config", "userns")
+    __slots__ = ("root", "root_fd", "config", "userns", "console_fd")
 
     def __init__(self, root: str, config: dict[str, Any], userns: bool) -> None:
         self.root = root
         self.config = config
         self.userns = userns
         self.root_fd = -1
+        self.console_fd = -1  # /dev/console, for the pty (the caller closes it)
 
     # ---- safe resolution -------------------------------------------------------------------
 
@@ -248,8 +250,28 @@ class RootfsBuilder:
             for device in linux_cfg.get("devices", []):
                 self.create_device(device)
         if (self.config.get("process") or {}).get("terminal"):
-            fd = self.ensure_target("/dev/console", False)
+            self.console_fd = self._console_target()
+
+    def _console_target(self) -> int:
+        """An O_PATH fd to /dev/console, a plain file made in /dev if missing.
+
+        Never a symlink: the pty bound there would land wherever it points, in /proc for
+        instance, before the masks go on (CVE-2025-52565). The bind goes onto this fd later.
+        """
+        dev_fd = self.ensure_target("/dev", True)
+        try:
+            link = _readlink_at(dev_fd, "console")
+            if link is not None:
+                raise HandcarError(f"/dev/console is a symlink (to {link}) in the rootfs")
+            _create_at(dev_fd, "console", False)
+            fd = os.open("console", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev_fd)
+        finally:
+            os.close(dev_fd)
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
             os.close(fd)
+            raise HandcarError("/dev/console in the rootfs is neither a file nor a device")
+        return fd
 
     def _dev_is_bind(self) -> bool:
         for entry in self.config.get("mounts", []):
@@ -387,21 +409,82 @@ class _Target:
         os.close(self.fd)
 
 
-def mask_paths(paths: list[str]) -> None:
-    """After the switch: hide each path, a directory behind an empty read-only tmpfs and a file
-    behind /dev/null. Missing paths are skipped, as runc does."""
-    for path in paths:
+def open_null_device() -> int:
+    """A detached clone of the host's /dev/null mount, made before the switch and checked to be
+    the null device. Masks are cloned from it, never bound from a path in the rootfs that could
+    be a symlink to a procfs file (CVE-2025-31133)."""
+    fd = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            raise HandcarError("linux.maskedPaths: /dev/null is not the null device (1:3)")
+        tree: int = mountapi.open_tree("", mountapi.OPEN_TREE_CLONE | mountapi.AT_EMPTY_PATH, fd)
+        return tree
+    finally:
+        os.close(fd)
+
+
+def mask_paths(paths: list[str], null_fd: int) -> None:
+    """After the switch: hide each path, a directory behind an empty read-only tmpfs and
+    anything else behind the null device of `null_fd`. Missing paths are skipped, as runc does.
+
+    Every target is resolved inside the new root (RESOLVE_IN_ROOT) and mounted on through its
+    fd with the new mount API, so neither a symlink nor a swapped path can redirect a mask.
+    """
+    if not paths:
+        return
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            try:
+                fd = linux.openat2(
+                    root_fd, path, os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+                )
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as err:
+                raise HandcarError(f"linux.maskedPaths: {path}: {_errtext(err)}") from None
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    mount_fd = _empty_readonly_tmpfs()
+                else:
+                    mount_fd = mountapi.open_tree(
+                        "", mountapi.OPEN_TREE_CLONE | mountapi.AT_EMPTY_PATH, null_fd
+                    )
+                try:
+                    mountapi.attach_mount(mount_fd, fd)
+                finally:
+                    os.close(mount_fd)
+            except OSError as err:
+                raise HandcarError(f"linux.maskedPaths: {path}: {_errtext(err)}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def _empty_readonly_tmpfs() -> int:
+    fs_fd = mountapi.fsopen("tmpfs")
+    try:
+        mountapi.fsconfig_set_string(fs_fd, "size", "0k")
+        mountapi.fsconfig_set_string(fs_fd, "nr_inodes", "1")
+        mountapi.fsconfig_create(fs_fd)
+        fd: int = mountapi.fsmount(fs_fd, mountapi.MOUNT_ATTR_RDONLY)
+        return fd
+    finally:
+        os.close(fs_fd)
+
+
+def bind_console(target_fd: int, pty_fd: int = 0) -> None:
+    """Bind the pty open as `pty_fd` onto /dev/console, through the fd the builder checked."""
+    try:
+        tree = mountapi.open_tree("", mountapi.OPEN_TREE_CLONE | mountapi.AT_EMPTY_PATH, pty_fd)
         try:
-            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            if is_dir:
-                linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY, "size=0k,nr_inodes=1")
-            else:
-                linux.mount("/dev/null", path, None, linux.MS_BIND)
-        except OSError as err:
-            raise HandcarError(f"linux.maskedPaths: {path}: {_errtext(err)}") from None
+            mountapi.attach_mount(tree, target_fd)
+        finally:
+            os.close(tree)
+    except OSError as err:
+        raise HandcarError(f"/dev/console: cannot bind the terminal: {_errtext(err)}") from None
 
 
 def readonly_paths(paths: list[str]) -> None:
