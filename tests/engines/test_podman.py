@@ -263,3 +263,23 @@ def test_init_then_rm_or_start(podman: Podman) -> None:
     podman.ok("init", cid)
     assert podman.ok("start", "-a", cid) == "started-after-init\n"
     podman.ok("rm", cid)
+
+
+def test_pod_shares_namespaces(podman: Podman) -> None:
+    """A pod: the infra container (localhost/pause) creates the namespaces, the members join
+    them by path (ipc: /dev/shm is shared; uts: the pod's hostname)."""
+    pod = name()
+    podman.ok("pod", "create", "--name", pod, "--infra-image", "localhost/pause:latest")
+    try:
+        podman.ok(
+            "run", "-d", "--pod", pod, IMAGE, "sh", "-c", "echo shared > /dev/shm/x; sleep 1000"
+        )
+        assert wait_for(
+            lambda: (
+                podman("run", "--rm", "--pod", pod, IMAGE, "cat", "/dev/shm/x").stdout == "shared\n"
+            ),
+            20,
+        )
+        assert podman.ok("run", "--rm", "--pod", pod, IMAGE, "hostname").strip() == pod
+    finally:
+        podman.ok("pod", "rm", "-f", "-t", "0", pod)
