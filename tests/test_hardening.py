@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import Runtime, wait_for
 
 PYTHON = os.path.realpath("/proc/self/exe")
@@ -292,3 +294,29 @@ def test_masks_cannot_be_undone_with_default_caps(hc: Runtime) -> None:
     result = hc.run(["sh", "-c", script])
     assert result.rc == 0, result
     assert result.out.split() == ["0", "0"], result.out
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: the init runs the host interpreter unsealed; "
+                   "a '#!/proc/self/exe' program makes the container process that interpreter")
+def test_shebang_to_proc_self_exe_cannot_reach_the_host_interpreter(
+    hc: Runtime, tmp_path: Path
+) -> None:
+    """CVE-2019-5736's other door: the program's interpreter is /proc/self/exe, resolved while
+    the exec'ing process still runs host code. The container (given the host's loader and
+    stdlib, as an image could carry them) then runs the host interpreter and holds its inode."""
+    rootfs = _copy_rootfs(hc, tmp_path)
+    evil = rootfs / "evil"
+    evil.write_text("#!/proc/self/exe\nimport os\n"
+                    "fd = os.open('/proc/self/exe', os.O_RDONLY)\n"
+                    "print('INODE', os.fstat(fd).st_ino, os.fstat(fd).st_dev)\n")
+    evil.chmod(0o755)
+    config = hc.config(["/evil"])
+    config["root"]["path"] = str(rootfs)
+    for path in ("/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+                 os.path.dirname(os.__file__)):
+        if os.path.isdir(path):
+            config["mounts"].append({"destination": path, "type": "bind", "source": path,
+                                     "options": ["rbind", "ro"]})
+    result = hc.run(["/evil"], config)
+    st = os.stat(PYTHON)
+    assert f"INODE {st.st_ino} {st.st_dev}" not in result.out, result
