@@ -50,7 +50,7 @@ def image_archive(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 # What the engines make on the host: podman's CNI bridge (cni-podman0, 1, ...), dockerd's
 # docker0, and their iptables chains. Only these are removed: other tests running at the same
 # time may own other links.
-ENGINE_LINKS = ("cni-podman", "docker0", "podman")
+ENGINE_LINKS = ("cni-podman", "docker0", "podman", "hctcri")
 ENGINE_CHAINS = ("CNI-", "DOCKER", "NETAVARK")
 
 

@@ -7,6 +7,7 @@ module-scoped fixtures that start and stop these.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -86,6 +87,10 @@ def unmounted_v1_controllers() -> list[str]:
     return missing
 
 
+CRI_BRIDGE = "hctcri0"
+CRI_SUBNET = "10.231.88.0/24"
+
+
 class Containerd:
     def __init__(self, base: Path, cri: bool, runtime: str) -> None:
         self.base = base
@@ -127,6 +132,21 @@ class Containerd:
                 f'  BinaryName = "{runtime}"',
                 f'  Root = "{self.runtime_root}"',
             ]
+            # A CNI bridge of its own for pods with a network namespace (IPAM state under base)
+            (base / "cni").mkdir(parents=True, exist_ok=True)
+            bridge = {
+                "type": "bridge",
+                "bridge": CRI_BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": CRI_SUBNET}]],
+                    "dataDir": f"{base}/cni-ipam",
+                },
+            }
+            conflist = {"cniVersion": "0.4.0", "name": "hct-cri", "plugins": [bridge]}
+            (base / "cni" / "10-hct.conflist").write_text(json.dumps(conflist))
         self.config.write_text("\n".join(lines) + "\n")
 
     def ctr(

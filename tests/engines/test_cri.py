@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engines.engine_helpers import wait_for
-from engines.engine_setup import Containerd, start_containerd
+from engines.engine_setup import CRI_SUBNET, Containerd, start_containerd
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ class Cri:
 
 
 @pytest.fixture(scope="module")
-def cri(engine_dir: Path, image_archive: Path) -> Iterator[Cri]:
+def cri(engine_dir: Path, image_archive: Path, network_guard: None) -> Iterator[Cri]:
     with start_containerd(engine_dir / "containerd", cri=True) as ctd:
         result = ctd.ctr("image", "import", str(image_archive), ns="k8s.io", timeout=120)
         assert result.returncode == 0, result
@@ -165,4 +165,43 @@ def test_host_network_pod_with_hostname_is_refused(cri: Cri) -> None:
         rt.RunPodSandbox(api.RunPodSandboxRequest(config=pod_config))
     assert "unable to set hostname without a private UTS namespace" in str(failure.value)
     assert Path("/proc/sys/kernel/hostname").read_text() == hostname
+    assert not rt.ListPodSandbox(api.ListPodSandboxRequest()).items
+
+
+def test_pod_network(cri: Cri) -> None:
+    """A pod with its own network namespace on the CNI bridge (containerd makes the netns and
+    the runtime joins it by path, for the sandbox and then for the container)."""
+    rt: Any = cri.runtime
+    uid = uuid.uuid4().hex[:8]
+    pod_config = api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name="net-" + uid, uid=uid, namespace="hct", attempt=0),
+        hostname="net-" + uid,
+        log_directory=str(cri.logs / uid),
+        linux=api.LinuxPodSandboxConfig(),
+    )
+    pod = rt.RunPodSandbox(api.RunPodSandboxRequest(config=pod_config)).pod_sandbox_id
+    status = rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod)).status
+    ip = status.network.ip
+    assert ip.startswith(CRI_SUBNET.rsplit(".", 1)[0] + "."), status
+    config = api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="main", attempt=0),
+        image=api.ImageSpec(image="localhost/bb:latest"),
+        command=["sleep", "1000"],
+        log_path="main.log",
+    )
+    request = api.CreateContainerRequest(
+        pod_sandbox_id=pod, config=config, sandbox_config=pod_config
+    )
+    cid = rt.CreateContainer(request).container_id
+    rt.StartContainer(api.StartContainerRequest(container_id=cid))
+    sync = rt.ExecSync(
+        api.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "ip -4 addr; hostname"], timeout=20)
+    )
+    assert sync.exit_code == 0, sync
+    out = sync.stdout.decode()
+    assert f"inet {ip}/" in out and f"net-{uid}" in out, out
+    rt.StopContainer(api.StopContainerRequest(container_id=cid, timeout=0))
+    rt.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
+    rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod))
+    rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod))
     assert not rt.ListPodSandbox(api.ListPodSandboxRequest()).items
