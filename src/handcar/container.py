@@ -375,7 +375,12 @@ class _Creation:
             run_hooks(self.state, "prestart", "creating", fatal=True)
             run_hooks(self.state, "createRuntime", "creating", fatal=True)
         self.init.send("hooks-done")
-        self.init.expect("ready")
+        if self.seccomp is not None and self.seccomp.needs_listener:
+            from handcar.listener import serve_until
+
+            serve_until(self.init, self.state, "ready")
+        else:
+            self.init.expect("ready")
         if self.options.pid_file:
             write_pid_file(self.options.pid_file, self.state.pid)
         if self.options.pidfd_socket:

@@ -219,6 +219,9 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
 
     config = plan.config
     process: dict[str, Any] = config["process"]
+    listener = plan.seccomp is not None and plan.seccomp.needs_listener
+    if listener:
+        import handcar.listener  # noqa: F401 - out of reach once the rootfs is pivoted
     if "network" in plan.namespaces and not plan.namespaces["network"]:
         linux.loopback_up()
     if "uts" in plan.namespaces:
@@ -284,11 +287,15 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     elif plan.seccomp is not None:
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
         # capabilities are dropped (runc's order).
-        _load_seccomp(plan)
+        _load_seccomp(plan, channel)
     proc.apply_identity(process)
     proc.enter_cwd(process)
     env = process.get("env", [])
     plan.executable = proc.find_executable(process["args"][0], env)
+    if listener and plan.seccomp is not None:
+        # A notify filter goes on while the channel is open, so the runtime can pass the
+        # listener to the agent (runc too loads it before waiting on exec.fifo).
+        _load_seccomp(plan, channel)
 
 
 def _cgroup_mounter(in_cgroupns: bool) -> Any:
@@ -353,10 +360,17 @@ def _exec_user_process(plan: InitPlan) -> NoReturn:
     os._exit(127)
 
 
-def _load_seccomp(plan: InitPlan) -> None:
+def _load_seccomp(plan: InitPlan, channel: Channel | None = None) -> None:
     from handcar.seccomp import load_filter
 
-    load_filter(plan.seccomp)
+    fd = load_filter(plan.seccomp)
     plan.seccomp = None
+    if fd is not None:
+        if channel is None:
+            os.close(fd)
+            raise HandcarError("linux.seccomp.listenerPath: the listener has no way out")
+        from handcar.listener import hand_over
+
+        hand_over(channel, fd)
 
 
