@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Runtime
 
 from handcar.linux import libseccomp as scmp
+from harness import Runtime
 
 
 def _agent(sock: socket.socket, result: dict[str, Any], answers: int) -> None:
