@@ -239,8 +239,14 @@ class Invocation:
         rootless = self.globals.get("rootless", "auto")
         if rootless not in ("true", "false", "auto"):
             raise UsageError(f"--rootless: invalid value {rootless!r} (expected true, false or auto)")
+        root = self.globals.get("root")
+        if not root:
+            root = DEFAULT_ROOT
+            xdg = os.environ.get("XDG_RUNTIME_DIR")
+            if os.geteuid() != 0 and xdg:
+                root = xdg + "/handcar"  # runc's $XDG_RUNTIME_DIR/runc for a non-root caller
         return Runtime(
-            self.globals.get("root") or DEFAULT_ROOT,
+            root,
             systemd_cgroup=bool(self.globals.get("systemd-cgroup"))
             or self.globals.get("cgroup-manager") == "systemd",
             rootless=rootless == "true" or (rootless == "auto" and os.geteuid() != 0),

@@ -142,9 +142,16 @@ def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
         if namespaces["user"]:
             _join("user", namespaces["user"])
         else:
+            rootless = os.geteuid() != 0
             linux.unshare(linux.CLONE_NEWUSER)
+            if rootless:
+                # /proc/<pid>/{uid_map,setgroups} of a non-dumpable process belong to root:
+                # an unprivileged runtime could not write them (runc does the same dance).
+                linux.set_dumpable(True)
             channel.send("userns")
             channel.expect("mapped")
+            if rootless:
+                linux.set_dumpable(False)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     new_flags = 0
