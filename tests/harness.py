@@ -127,9 +127,11 @@ class Runtime:
 
     def cleanup(self) -> list[str]:
         """Force-delete everything; return what was left behind."""
-        for cid in list(self.ids):
-            self("delete", "--force", cid)
         leftovers = []
+        for cid in list(self.ids):
+            result = self("delete", "--force", cid)
+            if result.rc != 0:
+                leftovers.append(f"delete --force {cid} failed: {result.err.strip()}")
         if self.root.exists():
             leftovers += [f"state dir {p}" for p in self.root.iterdir() if p.is_dir()]
         leftovers += [f"cgroup {p}" for p in leaked_cgroups(self.ids)]

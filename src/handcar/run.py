@@ -61,14 +61,17 @@ def run_container(
     # --no-subreaper is accepted and has nothing to change here.
     options.subreaper = not detach
     attach = None
-    if not detach and not options.console_socket and _wants_terminal(options.bundle):
+    from handcar import spec
+
+    config = spec.load_config(os.path.abspath(options.bundle))
+    if not detach and not options.console_socket and config["process"].get("terminal") is True:
         # -t in the foreground: handcar is the console socket and relays its own terminal.
         from handcar.terminal import TerminalAttach
 
         attach = TerminalAttach()
         options.console_fd = attach.peer_fd
     try:
-        pid = runtime.create(container_id, options)
+        pid = runtime.create(container_id, options, config)
         if detach:
             runtime.start(container_id)
             return 0
@@ -86,15 +89,3 @@ def run_container(
     finally:
         if attach is not None:
             attach.close()
-
-
-def _wants_terminal(bundle: str) -> bool:
-    from handcar import jsonio
-
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            config = jsonio.loads(f.read(), "config.json")
-    except (OSError, ValueError):
-        return False  # create reports it properly
-    process = config.get("process") if isinstance(config, dict) else None
-    return isinstance(process, dict) and process.get("terminal") is True
