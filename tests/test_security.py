@@ -89,3 +89,92 @@ def test_apparmor_and_selinux_are_clear_errors(hc: Runtime) -> None:
         run = hc.run(["true"], config)
         assert run.rc == 1
         assert f"process.{field}" in run.msg and "not enabled" in run.msg, run
+
+
+def _stat_fields(out: str) -> list[str]:
+    return out.rsplit(")", 1)[1].split()
+
+
+def test_personality_linux32(hc: Runtime) -> None:
+    config = hc.config(["sh", "-c", "uname -m"])
+    config["process"]["personality"] = {"domain": "LINUX32", "flags": []}
+    result = hc.run(config["process"]["args"], config)
+    assert result.rc == 0, result
+    assert result.out.strip() in ("i686", "i386")
+
+
+def test_scheduler_policy_and_nice(hc: Runtime) -> None:
+    config = hc.config(["cat", "/proc/self/stat"])
+    config["process"]["scheduler"] = {"policy": "SCHED_BATCH", "nice": 7}
+    result = hc.run(config["process"]["args"], config)
+    assert result.rc == 0, result
+    fields = _stat_fields(result.out)  # fields from 3 (state) on
+    assert fields[19 - 3] == "7"  # nice
+    assert fields[41 - 3] == "3"  # policy: SCHED_BATCH
+
+
+def test_scheduler_realtime_priority(hc: Runtime) -> None:
+    config = hc.config(["cat", "/proc/self/stat"])
+    config["process"]["scheduler"] = {"policy": "SCHED_RR", "priority": 5}
+    result = hc.run(config["process"]["args"], config)
+    if result.rc != 0:  # an RT budget of 0 in the cgroup refuses RT tasks: a clear error then
+        assert "process.scheduler" in result.msg, result
+        return
+    fields = _stat_fields(result.out)
+    assert fields[40 - 3] == "5" and fields[41 - 3] == "2"
+
+
+def test_io_priority(hc: Runtime) -> None:
+    config = hc.config(["ionice"])
+    config["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_IDLE", "priority": 0}
+    result = hc.run(config["process"]["args"], config)
+    assert result.rc == 0, result
+    assert "idle" in result.out, result
+    config["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_BE", "priority": 6}
+    result = hc.run(config["process"]["args"], config)
+    assert result.rc == 0, result
+    assert "best-effort" in result.out and "6" in result.out, result
+
+
+def test_time_namespace_offsets(hc: Runtime) -> None:
+    config = hc.config(["sh", "-c", "cat /proc/self/timens_offsets; cut -d. -f1 /proc/uptime"])
+    config["linux"]["namespaces"].append({"type": "time"})
+    config["linux"]["timeOffsets"] = {"boottime": {"secs": 864000, "nanosecs": 0},
+                                      "monotonic": {"secs": 3600, "nanosecs": 5}}
+    result = hc.run(config["process"]["args"], config)
+    assert result.rc == 0, result
+    lines = result.out.splitlines()
+    assert "monotonic" in lines[0] or "monotonic" in lines[1]
+    assert any(line.split()[1:] == ["864000", "0"] for line in lines[:2])
+    host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+    assert int(lines[2]) >= host_uptime + 864000 - 5
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("personality", {"domain": "PDP11"}, "process.personality.domain: unknown value"),
+        ("personality", {"domain": "LINUX", "flags": ["NOPE"]}, "process.personality.flags[0]"),
+        ("scheduler", {"policy": "SCHED_FAST"}, "process.scheduler.policy: unknown value"),
+        ("scheduler", {"policy": "SCHED_OTHER", "nice": 40}, "process.scheduler.nice"),
+        ("scheduler", {"policy": "SCHED_FIFO", "priority": 0}, "process.scheduler.priority"),
+        ("ioPriority", {"class": "IOPRIO_CLASS_X"}, "process.ioPriority.class: unknown value"),
+        ("ioPriority", {"class": "IOPRIO_CLASS_BE", "priority": 9}, "process.ioPriority.priority"),
+    ],
+)
+def test_bad_settings_name_the_field(hc: Runtime, section: str, value: object,
+                                     message: str) -> None:
+    config = hc.config(["true"])
+    config["process"][section] = value
+    result = hc.run(["true"], config)
+    assert result.rc == 1
+    assert message in result.msg, result
+    assert not hc.root.exists() or list(hc.root.iterdir()) == []
+
+
+def test_time_offsets_need_a_time_namespace(hc: Runtime) -> None:
+    config = hc.config(["true"])
+    config["linux"]["timeOffsets"] = {"boottime": {"secs": 1}}
+    result = hc.run(["true"], config)
+    assert result.rc == 1
+    assert "linux.timeOffsets" in result.msg, result

@@ -167,6 +167,10 @@ def _enter_namespaces(plan: InitPlan, channel: Channel) -> None:
             linux.unshare(new_flags)
         except OSError as err:
             raise HandcarError(f"linux.namespaces: unshare: {err.strerror}") from None
+    if new_flags & linux.CLONE_NEWTIME and (plan.config.get("linux") or {}).get("timeOffsets"):
+        from handcar.security import write_time_offsets
+
+        write_time_offsets(plan.config["linux"])
 
 
 def _guard_init(channel: Channel, init_pid: int) -> None:
@@ -229,6 +233,10 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     listener = plan.seccomp is not None and plan.seccomp.needs_listener
     if listener:
         import handcar.listener  # noqa: F401 - out of reach once the rootfs is pivoted
+    security = "personality" in process or "scheduler" in process or "ioPriority" in process
+    if security:
+        import handcar.linux.sched  # noqa: F401 - out of reach once the rootfs is pivoted
+        import handcar.security  # noqa: F401
     if "network" in plan.namespaces and not plan.namespaces["network"]:
         linux.loopback_up()
     if "uts" in plan.namespaces:
@@ -289,6 +297,10 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     proc.check_lsm(process)
     proc.set_rlimits(process)
     proc.set_oom_score_adj(process)
+    if security:
+        from handcar.security import apply_process_security
+
+        apply_process_security(process)
     if process.get("noNewPrivileges"):
         linux.set_no_new_privs()
     elif plan.seccomp is not None:

@@ -124,6 +124,10 @@ def check_process(process: Json, check: Checker, where: str = "process") -> None
     for key in ("apparmorProfile", "selinuxLabel"):
         if key in process:
             check.string(process[key], f"{where}.{key}")
+    if "personality" in process or "scheduler" in process or "ioPriority" in process:
+        from handcar.security import check_process_security
+
+        check_process_security(process, check, where)
 
 
 def _check_user(process: Json, check: Checker, where: str) -> None:
@@ -261,6 +265,10 @@ def _check_linux(config: Json, check: Checker) -> None:
         return
     _check_namespaces(linux, check)
     _check_devices(linux, check)
+    if "timeOffsets" in linux:
+        from handcar.security import check_time_offsets
+
+        check_time_offsets(linux, check)
     if "cgroupsPath" in linux:
         check.string(linux["cgroupsPath"], "linux.cgroupsPath")
     if "resources" in linux:
