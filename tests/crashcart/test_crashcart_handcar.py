@@ -1,0 +1,31 @@
+"""crashcart against handcar's own containers, found by id in handcar's state root."""
+
+from __future__ import annotations
+
+import os
+
+from crashcart_fixtures import Crashcart, mount_table
+from harness import Runtime
+
+
+def test_crashcart_in_a_handcar_container(crashcart: Crashcart, hc: Runtime) -> None:
+    cid = hc.create(args=["sleep", "300"])
+    assert hc("start", cid).rc == 0
+    pid = hc.state(cid)["pid"]
+    container_mounts = mount_table(pid)
+    host_mounts = open("/proc/self/mountinfo").read().count("\n")
+    result = crashcart.run(
+        "--root",
+        str(hc.root),
+        cid,
+        "--",
+        "sh",
+        "-c",
+        "test ! -e /lib && strace -V | head -1 && echo links=$(ip -o link | wc -l)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "strace -- version" in result.stdout
+    assert "links=1" in result.stdout  # only lo: the container's own network namespace
+    assert mount_table(pid) == container_mounts
+    assert open("/proc/self/mountinfo").read().count("\n") == host_mounts
+    assert os.path.exists(f"/proc/{pid}")  # the container's init is untouched
