@@ -148,6 +148,10 @@ class _Creation:
         plan.no_pivot = self.options.no_pivot
         plan.no_new_keyring = self.options.no_new_keyring
         plan.seccomp = self.seccomp
+        if any(m.get("uidMappings") or m.get("gidMappings") for m in self.config.get("mounts", [])):
+            from handcar.idmap import prepare
+
+            plan.idmap_fds = prepare(self.config, self.state.bundle)
         if self.options.console_fd >= 0:
             plan.console_socket = os.dup(self.options.console_fd)
         elif self.options.console_socket:
@@ -189,6 +193,8 @@ class _Creation:
             os.close(plan.console_socket)
         os.close(plan.fifo_fd)
         os.close(plan.state_dir_fd)
+        for fd in plan.idmap_fds.values():
+            os.close(fd)
         if "user" not in plan.namespaces or plan.namespaces["user"]:
             self.cgroup.add_pid(pid)
 

@@ -52,6 +52,7 @@ class InitPlan:
         "no_new_keyring",
         "seccomp",
         "executable",
+        "idmap_fds",
     )
 
     def __init__(self, container_id: str, config: dict[str, Any], bundle: str, rootfs: str) -> None:
@@ -74,6 +75,7 @@ class InitPlan:
         self.no_new_keyring = False
         self.seccomp: Any = None
         self.executable = ""
+        self.idmap_fds: dict[int, int] = {}  # mounts index -> detached id-mapped tree
 
 
 # ---- stage 1: namespaces -------------------------------------------------------------------
@@ -218,6 +220,7 @@ def _keep_only_needed_fds(plan: InitPlan) -> None:
         plan.console_socket,
         plan.fifo_fd,
         plan.state_dir_fd,
+        *plan.idmap_fds.values(),
     }
     from handcar.process import close_fds_from
 
@@ -247,6 +250,7 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     in_mount_ns = "mount" in plan.namespaces
     if in_mount_ns:
         builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
+        builder.idmap_fds = plan.idmap_fds
         builder.prepare()
         builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
         builder.setup_dev()

@@ -103,7 +103,7 @@ def _errtext(err: OSError) -> str:
 class RootfsBuilder:
     """Builds the rootfs at `root` (an absolute host path) for one container config."""
 
-    __slots__ = ("root", "root_fd", "config", "userns", "console_fd")
+    __slots__ = ("root", "root_fd", "config", "userns", "console_fd", "idmap_fds")
 
     def __init__(self, root: str, config: dict[str, Any], userns: bool) -> None:
         self.root = root
@@ -111,6 +111,7 @@ class RootfsBuilder:
         self.userns = userns
         self.root_fd = -1
         self.console_fd = -1  # /dev/console, for the pty (the caller closes it)
+        self.idmap_fds: dict[int, int] = {}  # mounts index -> id-mapped tree from the runtime
 
     # ---- safe resolution -------------------------------------------------------------------
 
@@ -196,9 +197,27 @@ class RootfsBuilder:
                     f"mounts[{index}]: bind source {source}: {_errtext(err)}"
                 ) from None
         try:
-            self._mount(source, dest, is_dir, fstype, opts)
+            if index in self.idmap_fds:
+                self.idmap_mount(self.idmap_fds[index], dest, is_dir, opts)
+            else:
+                self._mount(source, dest, is_dir, fstype, opts)
         except OSError as err:
             raise HandcarError(f"mount {jq(source)} on {dest}: {_errtext(err)}") from None
+
+    def idmap_mount(self, tree_fd: int, dest: str, is_dir: bool, opts: MountOptions) -> None:
+        """Attach the id-mapped tree the runtime made (handcar.idmap) onto its target."""
+        try:
+            target_fd = self.ensure_target(dest, is_dir)
+            try:
+                mountapi.attach_mount(tree_fd, target_fd)
+            finally:
+                os.close(target_fd)
+        finally:
+            os.close(tree_fd)
+        if opts.propagation:
+            with self.target(dest, is_dir) as target:
+                for propagation in opts.propagation:
+                    linux.mount(None, target, None, propagation)
 
     def _mount(self, source: str, dest: str, is_dir: bool, fstype: str, opts: MountOptions) -> None:
         with self.target(dest, is_dir) as target:
@@ -517,3 +536,7 @@ DEFAULT_DEVICES: tuple[dict[str, Any], ...] = (
     {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9, "fileMode": 0o666},
     {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0, "fileMode": 0o666},
 )
+
+
+# `handcar features` reports mountExtensions.idmap by this name.
+idmap_mount = RootfsBuilder.idmap_mount
