@@ -130,6 +130,10 @@ class Runtime:
         status = state.status()
         if status == "stopped":
             if all_processes:
+                # runc signals what is left in the cgroup even after the init died: a container
+                # sharing a pid namespace (a CRI pod's pid=POD) keeps its other processes, and
+                # containerd's shim reaps them with `kill --all ID 9` once the init exits.
+                _signal_leftovers(state, signum)
                 return
             raise ContainerNotRunning()
         if all_processes and state.data.get("cgroup_paths"):
@@ -280,5 +284,30 @@ def destroy(state: ContainerState) -> None:
 
         run_hooks(state, "poststop", "stopped", fatal=False)
     if state.data.get("cgroup_paths"):
+        if not _owns_pid_namespace(state):
+            # runc's destroy: without a pid namespace of its own the init's death does not end
+            # the container's other processes, and the cgroup could not be removed.
+            _signal_leftovers(state, 9)
         _cgroup_manager(state).destroy()
     state.remove()
+
+
+def _owns_pid_namespace(state: ContainerState) -> bool:
+    from handcar.spec import namespaces
+
+    return namespaces(state.config).get("pid") == ""
+
+
+def _signal_leftovers(state: ContainerState, signum: int) -> None:
+    """Signal every process still in the container's cgroup (none, or no cgroup, is fine)."""
+    if not state.data.get("cgroup_paths"):
+        return
+    manager = _cgroup_manager(state)
+    try:
+        if not manager.pids():
+            return
+        manager.kill_all(signum)
+        if signum == 9:
+            manager.wait_empty(1.0)
+    except (OSError, HandcarError):
+        pass  # the cgroup is gone or emptied meanwhile

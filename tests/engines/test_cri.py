@@ -5,6 +5,7 @@ localhost/pause, busybox sleeping) plus one container: start, exec, log, stop, r
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,18 @@ pytestmark = pytest.mark.slow
 grpc = pytest.importorskip("grpc")
 api = pytest.importorskip("cri_api.v1.api_pb2")
 api_grpc = pytest.importorskip("cri_api.v1.api_pb2_grpc")
+
+
+def processes_with_cmdline(cmdline: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if entry.isdigit() and f.read() == cmdline:
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 class Cri:
@@ -186,8 +199,14 @@ def test_pod_network(cri: Cri) -> None:
     config = api.ContainerConfig(
         metadata=api.ContainerMetadata(name="main", attempt=0),
         image=api.ImageSpec(image="localhost/bb:latest"),
-        command=["sleep", "1000"],
+        command=["sh", "-c", "sleep 1237 & exec sleep 1237"],
         log_path="main.log",
+        # the pod's pid namespace: joined by path; on exit the shim runs `kill --all`
+        linux=api.LinuxContainerConfig(
+            security_context=api.LinuxContainerSecurityContext(
+                namespace_options=api.NamespaceOption(pid=api.POD)
+            )
+        ),
     )
     request = api.CreateContainerRequest(
         pod_sandbox_id=pod, config=config, sandbox_config=pod_config
@@ -195,12 +214,19 @@ def test_pod_network(cri: Cri) -> None:
     cid = rt.CreateContainer(request).container_id
     rt.StartContainer(api.StartContainerRequest(container_id=cid))
     sync = rt.ExecSync(
-        api.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "ip -4 addr; hostname"], timeout=20)
+        api.ExecSyncRequest(
+            container_id=cid, cmd=["sh", "-c", "ip -4 addr; hostname; ps"], timeout=20
+        )
     )
     assert sync.exit_code == 0, sync
     out = sync.stdout.decode()
     assert f"inet {ip}/" in out and f"net-{uid}" in out, out
+    assert "sleep 2147483647" in out, out  # the sandbox's pause process, in the shared pid ns
     rt.StopContainer(api.StopContainerRequest(container_id=cid, timeout=0))
+    final = rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status
+    assert final.state == api.CONTAINER_EXITED, final
+    # the background sleep was no child of the init: `kill --all` ended it too
+    assert wait_for(lambda: not processes_with_cmdline(b"sleep\x001237\x00"), 10)
     rt.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
     rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod))
     rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod))
