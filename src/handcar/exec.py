@@ -368,6 +368,7 @@ class _Exec:
         # files are out of reach.
         import handcar.process  # noqa: F401
         import handcar.state  # noqa: F401
+        import handcar.trampoline  # noqa: F401
 
         if self.process.get("terminal"):
             import handcar.console  # noqa: F401
@@ -526,7 +527,9 @@ def _start_process(plan: _Plan) -> NoReturn:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         if plan.seccomp is not None:
             _load_seccomp(plan)
-        os.execve(executable, process["args"], env)
+        from handcar.trampoline import exec_program
+
+        exec_program(executable, process["args"], env)
     except BaseException as err:  # noqa: B036
         report_and_exit(channel, err)
     os._exit(127)  # unreachable: execve returns only by raising

@@ -104,7 +104,7 @@ def _load_child_modules(plan: InitPlan) -> None:
     """Everything the init will need, loaded while the runtime is busy with the cgroups."""
     global linux
     from handcar import linux as linux_module
-    from handcar import process, rootfs  # noqa: F401
+    from handcar import process, rootfs, trampoline  # noqa: F401
 
     linux = linux_module
     if plan.config.get("mounts"):
@@ -376,8 +376,9 @@ def _exec_user_process(plan: InitPlan) -> NoReturn:
         if plan.seccomp is not None and process.get("noNewPrivileges"):
             _load_seccomp(plan)
         from handcar.process import exec_environment
+        from handcar.trampoline import exec_program
 
-        os.execve(plan.executable, process["args"], exec_environment(env))
+        exec_program(plan.executable, process["args"], exec_environment(env))
     except OSError as err:
         os.write(2, f"handcar init: exec {plan.executable}: {err.strerror}\n".encode())
     os._exit(127)
