@@ -370,6 +370,9 @@ class _Exec:
         import handcar.state  # noqa: F401
         import handcar.trampoline  # noqa: F401
 
+        if handcar.process.uses_security_settings(self.process):
+            import handcar.linux.sched  # noqa: F401
+            import handcar.security  # noqa: F401
         if self.process.get("terminal"):
             import handcar.console  # noqa: F401
         self.channel, child_channel = Channel.pair()
@@ -504,22 +507,9 @@ def _start_process(plan: _Plan) -> NoReturn:
             attach_console(plan.console_fd, process.get("consoleSize"), bind_console=False)
         if plan.console_fd >= 0:
             os.close(plan.console_fd)
-        if not plan.no_new_keyring:
-            try:
-                linux.join_session_keyring(f"_ses.{plan.container_id}")
-            except OSError:
-                pass
-        proc.check_lsm(process)
-        proc.set_rlimits(process)
-        proc.set_oom_score_adj(process)
-        if process.get("noNewPrivileges"):
-            linux.set_no_new_privs()
-        elif plan.seccomp is not None:
-            _load_seccomp(plan)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
-        proc.apply_identity(process)
-        proc.enter_cwd(process)
+        early = None if plan.seccomp is None else lambda: _load_seccomp(plan)
+        executable = proc.prepare(process, plan.container_id, not plan.no_new_keyring, early)
         env = proc.exec_environment(process.get("env") or [])
-        executable = proc.find_executable(process["args"][0], process.get("env") or [])
         mask = process.pop("__sigmask__", None)
         if mask is not None:
             import _signal

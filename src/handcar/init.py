@@ -236,8 +236,7 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     listener = plan.seccomp is not None and plan.seccomp.needs_listener
     if listener:
         import handcar.listener  # noqa: F401 - out of reach once the rootfs is pivoted
-    security = "personality" in process or "scheduler" in process or "ioPriority" in process
-    if security:
+    if proc.uses_security_settings(process):
         import handcar.linux.sched  # noqa: F401 - out of reach once the rootfs is pivoted
         import handcar.security  # noqa: F401
     if "network" in plan.namespaces and not plan.namespaces["network"]:
@@ -293,28 +292,8 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
             os.close(console_fd)
     if plan.console_socket >= 0:
         os.close(plan.console_socket)
-    if not plan.no_new_keyring:
-        try:
-            linux.join_session_keyring(f"_ses.{plan.container_id}")
-        except OSError:
-            pass  # keyrings may be unavailable (ENOSYS, EDQUOT); runc ignores that too
-    proc.check_lsm(process)
-    proc.set_rlimits(process)
-    proc.set_oom_score_adj(process)
-    if security:
-        from handcar.security import apply_process_security
-
-        apply_process_security(process)
-    if process.get("noNewPrivileges"):
-        linux.set_no_new_privs()
-    elif plan.seccomp is not None:
-        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
-        # capabilities are dropped (runc's order).
-        _load_seccomp(plan, channel)
-    proc.apply_identity(process)
-    proc.enter_cwd(process)
-    env = process.get("env", [])
-    plan.executable = proc.find_executable(process["args"][0], env)
+    early = None if plan.seccomp is None else lambda: _load_seccomp(plan, channel)
+    plan.executable = proc.prepare(process, plan.container_id, not plan.no_new_keyring, early)
     if listener and plan.seccomp is not None:
         # A notify filter goes on while the channel is open, so the runtime can pass the
         # listener to the agent (runc too loads it before waiting on exec.fifo).

@@ -16,6 +16,7 @@ from handcar.spec import RLIMITS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -208,3 +209,41 @@ def close_fds_from(first: int, keep: set[int]) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def uses_security_settings(process: dict[str, Any]) -> bool:
+    return "personality" in process or "scheduler" in process or "ioPriority" in process
+
+
+def prepare(
+    process: dict[str, Any],
+    container_id: str,
+    new_keyring: bool,
+    load_seccomp_early: Callable[[], None] | None,
+) -> str:
+    """Apply the process settings in the spec's order, short of the exec itself; return the
+    executable's path. Shared by the container's init and by exec.
+
+    `load_seccomp_early` runs where the filter must go on when no_new_privs is off: loading
+    it then needs CAP_SYS_ADMIN, so before the capabilities are dropped (runc's order). With
+    no_new_privs the caller loads the filter last, just before the exec.
+    """
+    if new_keyring:
+        try:
+            linux.join_session_keyring(f"_ses.{container_id}")
+        except OSError:
+            pass  # keyrings may be unavailable (ENOSYS, EDQUOT); runc ignores that too
+    check_lsm(process)
+    set_rlimits(process)
+    set_oom_score_adj(process)
+    if uses_security_settings(process):
+        from handcar.security import apply_process_security
+
+        apply_process_security(process)
+    if process.get("noNewPrivileges"):
+        linux.set_no_new_privs()
+    elif load_seccomp_early is not None:
+        load_seccomp_early()
+    apply_identity(process)
+    enter_cwd(process)
+    return find_executable(process["args"][0], process.get("env") or [])
