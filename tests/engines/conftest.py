@@ -9,6 +9,8 @@ made removed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -30,15 +32,52 @@ from engines.engine_helpers import (
 )
 from engines.engine_setup import IMAGES, Docker, Podman, need, remove_chains, start_containerd
 
+# The parent cgroups the engines ask for (docker's /docker, ctr's /<namespace>, the CRI's
+# k8s.io and the tests' pod parent, podman's libpod_parent): runc creates and never removes them.
+ENGINE_CGROUPS = ("docker", "hct", "hct-pods", "k8s.io", "libpod_parent")
+
+
+def engine_cgroups() -> set[str]:
+    found = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split()[:1] in (["cgroup"], ["cgroup2"]):
+                mountpoint = pre.split()[4]
+                found |= {
+                    f"{mountpoint}/{name}"
+                    for name in ENGINE_CGROUPS
+                    if os.path.isdir(f"{mountpoint}/{name}")
+                }
+    return found
+
+
+def remove_cgroup_tree(path: str) -> None:
+    for dirpath, _, _ in os.walk(path, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
 
 @pytest.fixture(scope="module")
 def engine_dir() -> Iterator[Path]:
-    """A short private dir (unix socket paths are limited to 108 bytes)."""
+    """A short private dir (unix socket paths are limited to 108 bytes). Torn down after the
+    engine: what is still mounted there is unmounted, and the parent cgroups and the
+    /run/netns dir the engine made are removed."""
     path = Path(tempfile.mkdtemp(prefix="hce-", dir="/tmp"))
+    cgroups = engine_cgroups()
+    had_netns_dir = os.path.isdir("/run/netns")
     yield path
     left = unmount_under(path)
-    assert not left, f"still mounted: {left}"
     shutil.rmtree(path, ignore_errors=True)
+    for cgroup in engine_cgroups() - cgroups:
+        remove_cgroup_tree(cgroup)
+    if not had_netns_dir and os.path.isdir("/run/netns") and not os.listdir("/run/netns"):
+        # `ip netns` (CNI) makes /run/netns a bind mount of itself
+        subprocess.run(["umount", "/run/netns"], capture_output=True)
+        with contextlib.suppress(OSError):
+            os.rmdir("/run/netns")
+    assert not left, f"still mounted: {left}"
+    assert not engine_cgroups() - cgroups, f"cgroups left: {engine_cgroups() - cgroups}"
 
 
 @pytest.fixture(scope="session")
