@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -283,3 +284,19 @@ def test_pod_shares_namespaces(podman: Podman) -> None:
         assert podman.ok("run", "--rm", "--pod", pod, IMAGE, "hostname").strip() == pod
     finally:
         podman.ok("pod", "rm", "-f", "-t", "0", pod)
+
+
+def test_preserve_fds(podman: Podman, tmp_path: Path) -> None:
+    """--preserve-fds reaches the runtime's create: fd 3 is the caller's file (a shell opens
+    it for podman, leaving the test's own fds alone)."""
+    (tmp_path / "fd3").write_text("through-fd-3\n")
+    argv = podman.argv("run", "--rm", "--preserve-fds", "1", IMAGE, "sh", "-c", "cat <&3")
+    run = subprocess.run(
+        ["sh", "-c", 'exec "$@" 3<"$0"', str(tmp_path / "fd3"), *argv],
+        capture_output=True,
+        text=True,
+        env=podman.env,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (run.returncode, run.stdout) == (0, "through-fd-3\n"), run
