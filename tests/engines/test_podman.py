@@ -100,7 +100,7 @@ def test_rm_force_running(podman: Podman) -> None:
     assert podman("inspect", cid).returncode != 0
 
 
-def test_memory_and_pids_limits(podman: Podman) -> None:
+def test_memory_and_pids_limits_stats_update(podman: Podman) -> None:
     cid = name()
     podman.ok(
         "run", "-d", "--name", cid, "--memory", "64m", "--pids-limit", "50", IMAGE, "sleep", "1000"
@@ -108,6 +108,11 @@ def test_memory_and_pids_limits(podman: Podman) -> None:
     pid = int(podman.ok("inspect", "--format", "{{.State.Pid}}", cid))
     assert cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
     assert cgroup_file(pid, "pids", "pids.max", "pids.max") == "50"
+    assert podman.ok("stats", "--no-stream", "--format", "{{.MemLimit}}", cid).strip() == str(
+        64 << 20
+    )
+    podman.ok("update", "--memory", "128m", cid)  # the runtime's `update --resources FILE`
+    assert cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max") == str(128 << 20)
     podman.ok("rm", "-f", "-t", "0", cid)
 
 
