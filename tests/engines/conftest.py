@@ -66,7 +66,12 @@ def engine_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="hce-", dir="/tmp"))
     cgroups = engine_cgroups()
     had_netns_dir = os.path.isdir("/run/netns")
+    # containerd 1.6 keeps its shims' sockets and fifos under /run/containerd whatever its
+    # config says, and dockerd its plugin dir under /run/docker
+    new_run_dirs = [d for d in ("/run/containerd", "/run/docker") if not os.path.exists(d)]
     yield path
+    for run_dir in new_run_dirs:
+        shutil.rmtree(run_dir, ignore_errors=True)
     left = unmount_under(path)
     shutil.rmtree(path, ignore_errors=True)
     for cgroup in engine_cgroups() - cgroups:
