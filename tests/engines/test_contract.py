@@ -45,7 +45,7 @@ def stopped_with_leftover(hc: Any, marker: str) -> str:
     assert result.rc == 0, result
     assert wait_for(lambda: hc.state(cid)["status"] == "stopped", 20)
     assert wait_for(lambda: bool(with_cmdline(f"sleep\0{marker}\0".encode())), 10)
-    return cid
+    return str(cid)
 
 
 def test_kill_all_of_a_stopped_container_ends_its_leftovers(hc: Any) -> None:
