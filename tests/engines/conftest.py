@@ -22,6 +22,7 @@ import pytest
 from engines.engine_helpers import (
     HANDCAR,
     background,
+    descendants,
     iptables_chains,
     kill_pids,
     link_names,
@@ -136,8 +137,9 @@ def podman(
         engine("rm", "-a", "-f", "-t", "0", timeout=120)
         engine("pod", "rm", "-a", "-f", timeout=60)
         engine("rmi", "-a", "-f", timeout=60)
+        # a conmon still there (podman rm failed): it and its container, by pid
         conmons = processes_mentioning(str(engine.base))
-        kill_pids(conmons)
+        kill_pids(conmons + [pid for conmon in conmons for pid in descendants(conmon)])
         engine("system", "reset", "-f", timeout=60)
         left = unmount_under(engine.base)
         assert not left, f"podman left mounts: {left}"

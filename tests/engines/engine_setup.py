@@ -22,6 +22,7 @@ import pytest
 from engines.engine_helpers import (
     HANDCAR,
     background,
+    descendants,
     kill_pids,
     processes_mentioning,
     stop_process,
@@ -161,9 +162,9 @@ class Containerd:
         )
 
     def leftover_processes(self) -> list[int]:
-        """Shims (and their containers' processes) still alive for this containerd."""
-        pids = processes_mentioning(self.sock)
-        return pids
+        """Shims still alive for this containerd, and their containers' processes."""
+        shims = processes_mentioning(self.sock)
+        return shims + [pid for shim in shims for pid in descendants(shim)]
 
 
 @contextlib.contextmanager
