@@ -137,3 +137,23 @@ def test_run_tty(ctd: Containerd) -> None:
     )
     assert result.code == 5, result
     assert "/dev/pts/0" in result.text and "typed-42" in result.text, result
+
+
+def test_exec_tty(ctd: Containerd) -> None:
+    """ctr task exec -t: the exec's pty master goes to the shim over --console-socket."""
+    cid = new_id()
+    result = ctd.ctr("run", "-d", *runtime_flags(ctd), IMAGE, cid, "sleep", "1000")
+    assert result.returncode == 0, result
+    argv = ["ctr", "-a", ctd.sock, "-n", "hct", "task", "exec", "-t", "--exec-id", "tty1", cid]
+    try:
+        result2 = run_in_pty(
+            [*argv, "sh", "-c", "tty; echo READY; exec sh"],
+            [(b"READY", b"echo typed-$((6*7)); exit 6\n")],
+        )
+        assert result2.code == 6, result2
+        assert "/dev/pts/" in result2.text and "typed-42" in result2.text, result2
+    finally:
+        ctd.ctr("task", "kill", "-s", "9", cid)
+        wait_for(lambda: task_status(ctd, cid) == "STOPPED", 20)
+        ctd.ctr("task", "rm", cid)
+        ctd.ctr("container", "rm", cid)
