@@ -281,11 +281,11 @@ class Docker:
         return result.stdout
 
 
-TIMINGS = Path(os.environ.get("HANDCAR_ENGINE_TIMINGS", "/tmp/handcar-engine-timings.txt"))
-
-
 def record_timing(label: str, seconds: float) -> None:
+    """Print a timing (seen with -s); with HANDCAR_ENGINE_TIMINGS=FILE, append it there too."""
     line = f"{time.strftime('%H:%M:%S')} {os.path.basename(HANDCAR)} {label}: {seconds:.2f}s\n"
-    with open(TIMINGS, "a") as f:
-        f.write(line)
+    path = os.environ.get("HANDCAR_ENGINE_TIMINGS")
+    if path:
+        with open(path, "a") as f:
+            f.write(line)
     print(line, end="")

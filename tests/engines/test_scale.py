@@ -1,9 +1,8 @@
 """Scale on one machine: 50 containers at once through the runtime directly (`run -d` in
 parallel) and 20 through podman. All come up, all are cleaned up, nothing is left behind.
 
-The times go to HANDCAR_ENGINE_TIMINGS (default /tmp/handcar-engine-timings.txt) and to the
-test output (`-s`); run the module once as is and once with HANDCAR_TEST_RUNTIME=/usr/sbin/runc
-to compare."""
+The times go to the test output (`-s`) and, with HANDCAR_ENGINE_TIMINGS=FILE, to that file; run
+the module once as is and once with HANDCAR_TEST_RUNTIME=/usr/sbin/runc to compare."""
 
 from __future__ import annotations
 
