@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from crashcart_fixtures import Crashcart, mount_table
+from crashcart_fixtures import Crashcart, host_image_mounts, mount_table
 from harness import Runtime
 
 
@@ -13,7 +13,7 @@ def test_crashcart_in_a_handcar_container(crashcart: Crashcart, hc: Runtime) -> 
     assert hc("start", cid).rc == 0
     pid = hc.state(cid)["pid"]
     container_mounts = mount_table(pid)
-    host_mounts = open("/proc/self/mountinfo").read().count("\n")
+    host_mounts = host_image_mounts()
     result = crashcart.run(
         "--root",
         str(hc.root),
@@ -27,5 +27,5 @@ def test_crashcart_in_a_handcar_container(crashcart: Crashcart, hc: Runtime) -> 
     assert "strace -- version" in result.stdout
     assert "links=1" in result.stdout  # only lo: the container's own network namespace
     assert mount_table(pid) == container_mounts
-    assert open("/proc/self/mountinfo").read().count("\n") == host_mounts
+    assert host_image_mounts() == host_mounts
     assert os.path.exists(f"/proc/{pid}")  # the container's init is untouched
