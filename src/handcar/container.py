@@ -293,9 +293,13 @@ def destroy(state: ContainerState) -> None:
 
 
 def _owns_pid_namespace(state: ContainerState) -> bool:
-    from handcar.spec import namespaces
-
-    return namespaces(state.config).get("pid") == ""
+    """A new pid namespace of its own (a `pid` entry without a path); read from the saved
+    config directly, so that delete loads no spec module."""
+    linux = state.config.get("linux") or {}
+    return any(
+        isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
+        for ns in linux.get("namespaces") or []
+    )
 
 
 def _signal_leftovers(state: ContainerState, signum: int) -> None:
