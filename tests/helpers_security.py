@@ -35,6 +35,4 @@ def all_caps(config: dict[str, Any]) -> None:
     from handcar.caps import CAPABILITIES
 
     every = sorted(CAPABILITIES)
-    config["process"]["capabilities"] = {
-        k: every for k in ("bounding", "effective", "permitted")
-    }
+    config["process"]["capabilities"] = {k: every for k in ("bounding", "effective", "permitted")}

@@ -92,10 +92,16 @@ def test_every_resource_read_back_inside_and_on_the_host(hc: Runtime) -> None:
     major, minor = vda()
     config = hc.config(["sleep", "300"])
     resources: dict[str, Any] = {
-        "memory": {"limit": 96 << 20, "reservation": 48 << 20, "swap": 128 << 20,
-                   "swappiness": 20},
-        "cpu": {"shares": 256, "quota": 30000, "period": 100000, "cpus": "0", "mems": "0",
-                "realtimePeriod": 1000000, "realtimeRuntime": 0},
+        "memory": {"limit": 96 << 20, "reservation": 48 << 20, "swap": 128 << 20, "swappiness": 20},
+        "cpu": {
+            "shares": 256,
+            "quota": 30000,
+            "period": 100000,
+            "cpus": "0",
+            "mems": "0",
+            "realtimePeriod": 1000000,
+            "realtimeRuntime": 0,
+        },
         "pids": {"limit": 77},
         "blockIO": {
             "weight": 300,
@@ -129,16 +135,21 @@ def test_every_resource_read_back_inside_and_on_the_host(hc: Runtime) -> None:
     for key, value in want.items():
         controller, name = key.split("/")
         assert read(p[controller] + "/" + name) == value, key
-    blkio = inside(hc, cid, "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device "
-                            "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device")
+    blkio = inside(
+        hc,
+        cid,
+        "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device "
+        "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device",
+    )
     assert f"{major}:{minor} 1048576" in blkio and f"{major}:{minor} 200" in blkio
     weight_file = p["blkio"] + "/blkio.bfq.weight"
     if os.path.exists(weight_file):
         assert read(weight_file).split()[-1] == "300"
     if hugetlb_v1():
         assert read(p["hugetlb"] + "/hugetlb.2MB.limit_in_bytes") == str(4 << 20)
-        assert inside(hc, cid, "cat /sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes").strip() \
-            == str(4 << 20)
+        assert inside(
+            hc, cid, "cat /sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes"
+        ).strip() == str(4 << 20)
     elif has_hugetlb:
         assert read(p[""] + "/hugetlb.2MB.max") == str(4 << 20)
     # The devices policy: runc's default allow-list, /dev/null yes, /dev/vda no.
@@ -176,7 +187,9 @@ def test_memory_limit_oom_kills_and_events_reports_it(hc: Runtime) -> None:
     memory = host_paths(hc, cid)["memory"]
     events = subprocess.Popen(
         [hc.binary, "--root", str(hc.root), "events", "--interval", "100ms", cid],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(0.3)  # let events register its eventfd before the allocation starts
@@ -213,7 +226,9 @@ def test_events_stream_reports_oom_of_a_child_and_goes_on(hc: Runtime) -> None:
     cid = started(hc, config)
     events = subprocess.Popen(
         [hc.binary, "--root", str(hc.root), "events", "--interval", "200ms", cid],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert events.stdout is not None
     seen: list[dict[str, Any]] = []
@@ -346,10 +361,32 @@ def test_update_flags_change_limits_and_the_stored_config(hc: Runtime) -> None:
     cid = started(hc, config)
     p = host_paths(hc, cid)
     result = hc(
-        "update", "--memory", "80m", "--memory-swap", "160m", "--memory-reservation", "40m",
-        "--cpu-share", "333", "--cpu-quota", "20000", "--cpu-period", "50000",
-        "--cpuset-cpus", "0", "--cpuset-mems", "0", "--pids-limit", "42", "--blkio-weight", "500",
-        "--cpu-rt-period", "900000", "--kernel-memory", "", cid,
+        "update",
+        "--memory",
+        "80m",
+        "--memory-swap",
+        "160m",
+        "--memory-reservation",
+        "40m",
+        "--cpu-share",
+        "333",
+        "--cpu-quota",
+        "20000",
+        "--cpu-period",
+        "50000",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--pids-limit",
+        "42",
+        "--blkio-weight",
+        "500",
+        "--cpu-rt-period",
+        "900000",
+        "--kernel-memory",
+        "",
+        cid,
     )
     assert result.rc == 0, result
     assert read(p["memory"] + "/memory.limit_in_bytes") == str(80 << 20)
@@ -364,8 +401,14 @@ def test_update_flags_change_limits_and_the_stored_config(hc: Runtime) -> None:
     assert inside(hc, cid, "cat /sys/fs/cgroup/pids/pids.max").strip() == "42"
     stored = stored_resources(hc, cid)
     assert stored["memory"] == {"limit": 80 << 20, "swap": 160 << 20, "reservation": 40 << 20}
-    assert stored["cpu"] == {"shares": 333, "quota": 20000, "period": 50000, "cpus": "0",
-                             "mems": "0", "realtimePeriod": 900000}
+    assert stored["cpu"] == {
+        "shares": 333,
+        "quota": 20000,
+        "period": 50000,
+        "cpus": "0",
+        "mems": "0",
+        "realtimePeriod": 900000,
+    }
     assert stored["pids"] == {"limit": 42}
     assert stored["blockIO"] == {"weight": 500}
     # -1 lifts the memory limit, and memory+swap with it.
@@ -488,8 +531,13 @@ def test_events_stats_fields(hc: Runtime) -> None:
     if has_hugetlb:
         assert "failcnt" in data["hugetlb"]["2MB"]
     assert set(data["blkio"]) <= {
-        "ioServiceBytesRecursive", "ioServicedRecursive", "ioQueueRecursive",
-        "ioServiceTimeRecursive", "ioWaitTimeRecursive", "ioMergedRecursive", "ioTimeRecursive",
+        "ioServiceBytesRecursive",
+        "ioServicedRecursive",
+        "ioQueueRecursive",
+        "ioServiceTimeRecursive",
+        "ioWaitTimeRecursive",
+        "ioMergedRecursive",
+        "ioTimeRecursive",
         "sectorsRecursive",
     }
 
@@ -498,7 +546,9 @@ def test_events_stream_interval_and_end(hc: Runtime) -> None:
     cid = started(hc, hc.config(["sleep", "300"]))
     events = subprocess.Popen(
         [hc.binary, "--root", str(hc.root), "events", "--interval", "150ms", cid],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(0.7)
@@ -532,8 +582,17 @@ def test_delete_removes_every_cgroup(hc: Runtime) -> None:
     for name in hierarchies:
         if name != "systemd" or os.path.exists(f"{CG}/{name}/{top}"):
             assert os.path.isdir(f"{CG}/{name}/{top}/inner/leaf"), name
-    assert set(paths) >= {"memory", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
-                          "pids", ""}
+    assert set(paths) >= {
+        "memory",
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "devices",
+        "freezer",
+        "blkio",
+        "pids",
+        "",
+    }
     assert hc("delete", "--force", cid).rc == 0
     for name in hierarchies:
         assert not os.path.exists(f"{CG}/{name}/{top}"), name  # parents it made go too
@@ -604,8 +663,7 @@ def test_cgroup_namespace_and_read_only_mount(hc: Runtime) -> None:
     lines = inside(hc, cid, "cat /proc/self/cgroup").splitlines()
     assert lines and all(line.endswith(":/") for line in lines), lines
     listing = inside(hc, cid, "ls /sys/fs/cgroup").split()
-    for controller in ("memory", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
-                       "pids"):
+    for controller in ("memory", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "pids"):
         assert controller in listing
     mounts = inside(hc, cid, "grep ' /sys/fs/cgroup/' /proc/self/mounts")
     assert "/sys/fs/cgroup/memory cgroup ro," in mounts
@@ -658,7 +716,10 @@ def test_no_container_cgroups_left(hc: Runtime) -> None:
     """A last sweep: nothing named like a test container or cgroup is left anywhere."""
     assert not leaked_cgroups(hc.ids)
     left = [
-        f"{CG}/{h}/{n}" for h in os.listdir(CG) if os.path.isdir(f"{CG}/{h}")
-        for n in os.listdir(f"{CG}/{h}") if n.startswith("handcar-cgt-")
+        f"{CG}/{h}/{n}"
+        for h in os.listdir(CG)
+        if os.path.isdir(f"{CG}/{h}")
+        for n in os.listdir(f"{CG}/{h}")
+        if n.startswith("handcar-cgt-")
     ]
     assert not left

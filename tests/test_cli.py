@@ -95,7 +95,11 @@ def test_spec_writes_runc_like_default(tmp_path: Path, hc: Runtime) -> None:
     assert config["process"]["args"] == ["sh"]
     assert config["root"] == {"path": "rootfs", "readonly": True}
     assert {ns["type"] for ns in config["linux"]["namespaces"]} == {
-        "pid", "network", "ipc", "uts", "mount",
+        "pid",
+        "network",
+        "ipc",
+        "uts",
+        "mount",
     }
     again = hc("spec", "--bundle", str(tmp_path))
     assert again.rc == 1 and "File config.json exists. Remove it first" in again.err

@@ -85,11 +85,15 @@ def test_exec_helper_exe_is_unreachable_while_it_runs(hc: Runtime) -> None:
     cid = hc.new_id()
     log = hc.tmp / "watch.out"
     with open(log, "w") as out:
-        proc = subprocess.Popen([hc.binary, "--root", str(hc.root), "run", "--bundle",
-                                 str(bundle), cid], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [hc.binary, "--root", str(hc.root), "run", "--bundle", str(bundle), cid],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            assert wait_for(lambda: hc("state", cid).rc == 0 and
-                            hc.state(cid)["status"] == "running")
+            assert wait_for(
+                lambda: hc("state", cid).rc == 0 and hc.state(cid)["status"] == "running"
+            )
             for _ in range(15):
                 hc("exec", cid, "true")
             assert proc.wait(timeout=30) == 0
@@ -141,8 +145,12 @@ def test_swapped_mount_target_never_lands_on_the_host(hc: Runtime, tmp_path: Pat
     config["root"]["path"] = str(rootfs)
     config["mounts"] += [
         {"destination": "/race/sub", "type": "tmpfs", "source": "tmpfs"},
-        {"destination": "/race/bind", "type": "bind", "source": str(tmp_path / "src"),
-         "options": ["rbind"]},
+        {
+            "destination": "/race/bind",
+            "type": "bind",
+            "source": str(tmp_path / "src"),
+            "options": ["rbind"],
+        },
     ]
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "marker").write_text("bind source\n")
@@ -184,8 +192,9 @@ def test_dev_null_symlink_is_never_used_to_mask(hc: Runtime, tmp_path: Path) -> 
     (dev / "null").symlink_to("/proc/sys/kernel/core_pattern")
     config = hc.config(["sh", "-c", "wc -c < /proc/keys; wc -c < /proc/timer_list"])
     config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
-    config["mounts"].append({"destination": "/dev", "type": "bind", "source": str(dev),
-                             "options": ["rbind"]})
+    config["mounts"].append(
+        {"destination": "/dev", "type": "bind", "source": str(dev), "options": ["rbind"]}
+    )
     result = hc.run(config["process"]["args"], config)
     core_pattern = Path("/proc/sys/kernel/core_pattern").read_text()
     if result.rc == 0:
@@ -230,8 +239,9 @@ def test_dev_console_symlink_is_refused(hc: Runtime, tmp_path: Path) -> None:
     config = hc.config(["sh", "-c", "grep -c core_pattern /proc/self/mountinfo; true"])
     config["process"]["terminal"] = True
     config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
-    config["mounts"].insert(1, {"destination": "/dev", "type": "bind", "source": str(dev),
-                                "options": ["rbind"]})
+    config["mounts"].insert(
+        1, {"destination": "/dev", "type": "bind", "source": str(dev), "options": ["rbind"]}
+    )
     sock_path = str(tmp_path / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(sock_path)
@@ -239,9 +249,21 @@ def test_dev_console_symlink_is_refused(hc: Runtime, tmp_path: Path) -> None:
     server.settimeout(20)
     bundle = hc.bundle(config)
     cid = hc.new_id()
-    creator = subprocess.Popen([hc.binary, "--root", str(hc.root), "create", "--bundle",
-                                str(bundle), "--console-socket", sock_path, cid],
-                               stderr=subprocess.PIPE, text=True)
+    creator = subprocess.Popen(
+        [
+            hc.binary,
+            "--root",
+            str(hc.root),
+            "create",
+            "--bundle",
+            str(bundle),
+            "--console-socket",
+            sock_path,
+            cid,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     master = -1
     try:
         try:
@@ -302,17 +324,24 @@ def test_shebang_to_proc_self_exe_cannot_reach_the_host_interpreter(
     stdlib, as an image could carry them) then runs the host interpreter and holds its inode."""
     rootfs = _copy_rootfs(hc, tmp_path)
     evil = rootfs / "evil"
-    evil.write_text("#!/proc/self/exe\nimport os\n"
-                    "fd = os.open('/proc/self/exe', os.O_RDONLY)\n"
-                    "print('INODE', os.fstat(fd).st_ino, os.fstat(fd).st_dev)\n")
+    evil.write_text(
+        "#!/proc/self/exe\nimport os\n"
+        "fd = os.open('/proc/self/exe', os.O_RDONLY)\n"
+        "print('INODE', os.fstat(fd).st_ino, os.fstat(fd).st_dev)\n"
+    )
     evil.chmod(0o755)
     config = hc.config(["/evil"])
     config["root"]["path"] = str(rootfs)
-    for path in ("/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-                 os.path.dirname(os.__file__)):
+    for path in (
+        "/lib64",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        os.path.dirname(os.__file__),
+    ):
         if os.path.isdir(path):
-            config["mounts"].append({"destination": path, "type": "bind", "source": path,
-                                     "options": ["rbind", "ro"]})
+            config["mounts"].append(
+                {"destination": path, "type": "bind", "source": path, "options": ["rbind", "ro"]}
+            )
     result = hc.run(["/evil"], config)
     st = os.stat(PYTHON)
     assert f"INODE {st.st_ino} {st.st_dev}" not in result.out, result

@@ -24,14 +24,20 @@ def _owned_dir(path: Path, uid: int) -> Path:
 
 def test_files_show_the_mapped_owner(hc: Runtime, tmp_path: Path) -> None:
     data = _owned_dir(tmp_path / "data", 1234)
-    config = hc.config(["sh", "-c", "stat -c '%u %g' /data/file; touch /data/new; "
-                        "stat -c '%u %g' /data/new"])
+    config = hc.config(
+        ["sh", "-c", "stat -c '%u %g' /data/file; touch /data/new; stat -c '%u %g' /data/new"]
+    )
     config["process"]["user"] = {"uid": 5000, "gid": 5000}
-    config["mounts"].append({
-        "destination": "/data", "type": "bind", "source": str(data), "options": ["rbind"],
-        "uidMappings": [{"containerID": 1234, "hostID": 5000, "size": 1}],
-        "gidMappings": [{"containerID": 1234, "hostID": 5000, "size": 1}],
-    })
+    config["mounts"].append(
+        {
+            "destination": "/data",
+            "type": "bind",
+            "source": str(data),
+            "options": ["rbind"],
+            "uidMappings": [{"containerID": 1234, "hostID": 5000, "size": 1}],
+            "gidMappings": [{"containerID": 1234, "hostID": 5000, "size": 1}],
+        }
+    )
     result = hc.run(config["process"]["args"], config)
     assert result.rc == 0, result
     assert result.out.split("\n")[:2] == ["5000 5000", "5000 5000"]
@@ -44,15 +50,21 @@ def test_idmapped_mount_in_a_user_namespace(hc: Runtime, open_rootfs: Path) -> N
     top = open_rootfs.parent / "idmap-src"
     data = _owned_dir(top, 1234)
     try:
-        config = hc.config(["sh", "-c", "stat -c '%u' /root/file; echo hi > /root/file && "
-                            "echo written"])
+        config = hc.config(
+            ["sh", "-c", "stat -c '%u' /root/file; echo hi > /root/file && echo written"]
+        )
         config["root"]["path"] = str(open_rootfs)
         add_userns(config)
-        config["mounts"].append({
-            "destination": "/root", "type": "bind", "source": str(data), "options": ["rbind"],
-            "uidMappings": [{"containerID": 1234, "hostID": 100000, "size": 1}],
-            "gidMappings": [{"containerID": 1234, "hostID": 100000, "size": 1}],
-        })
+        config["mounts"].append(
+            {
+                "destination": "/root",
+                "type": "bind",
+                "source": str(data),
+                "options": ["rbind"],
+                "uidMappings": [{"containerID": 1234, "hostID": 100000, "size": 1}],
+                "gidMappings": [{"containerID": 1234, "hostID": 100000, "size": 1}],
+            }
+        )
         result = hc.run(config["process"]["args"], config)
         assert result.rc == 0, result
         assert result.out.split() == ["0", "written"]  # host 1234 is the container's root

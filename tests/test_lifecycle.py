@@ -42,7 +42,15 @@ def test_state_fields_follow_runc(hc: Runtime) -> None:
     result = hc("state", cid)
     state = json.loads(result.out)
     assert list(state) == [
-        "ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "annotations", "owner",
+        "ociVersion",
+        "id",
+        "pid",
+        "status",
+        "bundle",
+        "rootfs",
+        "created",
+        "annotations",
+        "owner",
     ]
     assert result.out.startswith('{\n  "ociVersion"')
     assert os.path.isabs(state["bundle"]) and os.path.isabs(state["rootfs"])
@@ -68,8 +76,12 @@ def test_a_created_container_may_be_deleted(hc: Runtime) -> None:
     cid = hc.create(args=["sleep", "300"])
     pid = hc.state(cid)["pid"]
     assert hc("delete", cid).rc == 0
-    assert wait_for(lambda: not Path(f"/proc/{pid}").exists()
-                    or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z")
+    assert wait_for(
+        lambda: (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+        )
+    )
 
 
 def test_kill_signal_forms_and_stopped_rules(hc: Runtime) -> None:
@@ -130,11 +142,17 @@ def test_run_forwards_signals(hc: Runtime) -> None:
     import signal
     import subprocess
 
-    bundle = hc.bundle(args=["sh", "-c", "trap 'echo got-term; exit 42' TERM; "
-                             "echo ready; while true; do sleep 0.1; done"])
+    bundle = hc.bundle(
+        args=[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+        ]
+    )
     proc = subprocess.Popen(
         [hc.binary, "--root", str(hc.root), "run", "--bundle", str(bundle), hc.new_id()],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
@@ -218,7 +236,9 @@ def test_kill_9_of_create_is_cleaned_by_delete_force(hc: Runtime, tmp_path: Path
     config = hc.config(["sleep", "300"])
     # A createRuntime hook that blocks holds create mid-way, with the init already forked.
     config["hooks"] = {
-        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; exec sleep 301"]}]
+        "createRuntime": [
+            {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; exec sleep 301"]}
+        ]
     }
     bundle = hc.bundle(config)
     cid = hc.new_id()
@@ -234,7 +254,11 @@ def test_kill_9_of_create_is_cleaned_by_delete_force(hc: Runtime, tmp_path: Path
         proc.wait(timeout=10)
         assert hc("delete", "--force", cid).rc == 0
         assert not (hc.root / cid).exists()
-        assert wait_for(lambda: not Path(f"/proc/{init_pid}").exists()
-                        or Path(f"/proc/{init_pid}/stat").read_text().split(") ")[1][0] == "Z")
+        assert wait_for(
+            lambda: (
+                not Path(f"/proc/{init_pid}").exists()
+                or Path(f"/proc/{init_pid}/stat").read_text().split(") ")[1][0] == "Z"
+            )
+        )
     finally:
         subprocess.run(["pkill", "-f", "sleep 301"], check=False)

@@ -44,9 +44,13 @@ def test_capabilities_and_no_new_privs(hc: Runtime) -> None:
     config = hc.config()
     config["process"]["noNewPrivileges"] = False
     config["process"]["user"] = {"uid": 1000, "gid": 1000}
-    config["process"]["capabilities"] = {"bounding": ["CAP_CHOWN", "CAP_KILL"],
-                                         "permitted": ["CAP_KILL"], "inheritable": ["CAP_KILL"],
-                                         "effective": ["CAP_KILL"], "ambient": ["CAP_KILL"]}
+    config["process"]["capabilities"] = {
+        "bounding": ["CAP_CHOWN", "CAP_KILL"],
+        "permitted": ["CAP_KILL"],
+        "inheritable": ["CAP_KILL"],
+        "effective": ["CAP_KILL"],
+        "ambient": ["CAP_KILL"],
+    }
     result = hc.run(["cat", "/proc/self/status"], config)
     assert _status_field(result.out, "NoNewPrivs") == "0"
     assert int(_status_field(result.out, "CapBnd"), 16) == 1 | CAP_KILL
@@ -61,8 +65,9 @@ def test_rlimits_and_oom_score(hc: Runtime) -> None:
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
     ]
     config["process"]["oomScoreAdj"] = 500
-    result = hc.run(["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; cat /proc/self/oom_score_adj"],
-                    config)
+    result = hc.run(
+        ["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; cat /proc/self/oom_score_adj"], config
+    )
     assert result.rc == 0, result
     assert result.out.split() == ["512", "1000", "0", "500"]
 
@@ -87,8 +92,14 @@ def test_missing_executable_uses_go_wording(hc: Runtime) -> None:
 
 
 def test_namespaces_are_new_and_lo_is_up(hc: Runtime) -> None:
-    result = hc.run(["sh", "-c", "echo $$; for n in net uts ipc mnt; do readlink /proc/self/ns/$n;"
-                     " done; cat /sys/class/net/lo/operstate; ls /sys/class/net"])
+    result = hc.run(
+        [
+            "sh",
+            "-c",
+            "echo $$; for n in net uts ipc mnt; do readlink /proc/self/ns/$n;"
+            " done; cat /sys/class/net/lo/operstate; ls /sys/class/net",
+        ]
+    )
     assert result.rc == 0, result
     lines = result.out.split()
     assert lines[0] == "1"
@@ -126,8 +137,10 @@ def test_no_host_fd_reaches_the_container(hc: Runtime) -> None:
 def test_preserve_fds_passes_exactly_n(hc: Runtime, tmp_path: Path) -> None:
     out = tmp_path / "fd3.txt"
     bundle = hc.bundle(args=["sh", "-c", "echo through-fd-3 >&3; ls /proc/self/fd"])
-    script = (f"exec 3>{out} 4</dev/null; exec {hc.binary} --root {hc.root} run "
-              f"--preserve-fds 1 --bundle {bundle} {hc.new_id()}")
+    script = (
+        f"exec 3>{out} 4</dev/null; exec {hc.binary} --root {hc.root} run "
+        f"--preserve-fds 1 --bundle {bundle} {hc.new_id()}"
+    )
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc
     assert out.read_text() == "through-fd-3\n"
@@ -169,8 +182,19 @@ def test_terminal_through_console_socket(hc: Runtime, tmp_path: Path) -> None:
     config["process"]["consoleSize"] = {"height": 33, "width": 101}
     bundle = hc.bundle(config)
     cid = hc.new_id()
-    creator = subprocess.Popen([hc.binary, "--root", str(hc.root), "create", "--bundle",
-                                str(bundle), "--console-socket", sock_path, cid])
+    creator = subprocess.Popen(
+        [
+            hc.binary,
+            "--root",
+            str(hc.root),
+            "create",
+            "--bundle",
+            str(bundle),
+            "--console-socket",
+            sock_path,
+            cid,
+        ]
+    )
     conn, _ = server.accept()
     msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
     assert creator.wait(timeout=30) == 0

@@ -28,8 +28,12 @@ def test_bind_tmpfs_options_and_propagation(hc: Runtime, tmp_path: Path) -> None
     config = hc.config()
     config["mounts"] += [
         {"destination": "/data", "type": "bind", "source": str(shared), "options": ["rbind", "ro"]},
-        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "nodev", "size=1m", "mode=700", "rprivate"]},
+        {
+            "destination": "/scratch",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "size=1m", "mode=700", "rprivate"],
+        },
     ]
     out = _run_ok(
         hc,
@@ -80,8 +84,9 @@ def test_hostname_domainname_and_sysctl(hc: Runtime) -> None:
     config["hostname"] = "box1"
     config["domainname"] = "example.org"
     config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
-    out = _run_ok(hc, "hostname; cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward",
-                  config)
+    out = _run_ok(
+        hc, "hostname; cat /proc/sys/kernel/domainname /proc/sys/net/ipv4/ip_forward", config
+    )
     assert out.split() == ["box1", "example.org", "1"]
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() in ("0", "1")
 

@@ -42,13 +42,21 @@ def user() -> Iterator[tuple[int, Path]]:
 
 
 def as_user(uid: int, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": f"/tmp/handcar-xdg-{uid}",
-           "HOME": str(bundle)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "XDG_RUNTIME_DIR": f"/tmp/handcar-xdg-{uid}",
+        "HOME": str(bundle),
+    }
     # Files, not pipes: a created container's init inherits stdio and would hold a pipe open.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.run(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--init-groups", HANDCAR, *args],
-            cwd=bundle, env=env, stdout=out, stderr=err, text=True, timeout=60,
+            cwd=bundle,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            timeout=60,
         )
         out.seek(0)
         err.seek(0)
@@ -73,8 +81,11 @@ def _spec(uid: int, top: Path, args: list[str]) -> Path:
 
 def test_rootless_run_as_an_unprivileged_user(user: tuple[int, Path]) -> None:
     uid, top = user
-    bundle = _spec(uid, top, ["sh", "-c", "id -u; cat /proc/self/uid_map; echo $$; touch /tmp/f"
-                                         " && stat -c %u /tmp/f"])
+    bundle = _spec(
+        uid,
+        top,
+        ["sh", "-c", "id -u; cat /proc/self/uid_map; echo $$; touch /tmp/f && stat -c %u /tmp/f"],
+    )
     config = json.loads((bundle / "config.json").read_text())
     assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": uid, "size": 1}]
     result = as_user(uid, bundle, "run", "rl-run")

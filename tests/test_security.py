@@ -82,8 +82,10 @@ def test_seccomp_listener_unreachable_is_a_clear_error(hc: Runtime, tmp_path: Pa
 
 
 def test_apparmor_and_selinux_are_clear_errors(hc: Runtime) -> None:
-    for field, value in (("apparmorProfile", "docker-default"),
-                         ("selinuxLabel", "system_u:system_r:container_t:s0")):
+    for field, value in (
+        ("apparmorProfile", "docker-default"),
+        ("selinuxLabel", "system_u:system_r:container_t:s0"),
+    ):
         config = hc.config(["true"])
         config["process"][field] = value
         run = hc.run(["true"], config)
@@ -139,8 +141,10 @@ def test_io_priority(hc: Runtime) -> None:
 def test_time_namespace_offsets(hc: Runtime) -> None:
     config = hc.config(["sh", "-c", "cat /proc/self/timens_offsets; cut -d. -f1 /proc/uptime"])
     config["linux"]["namespaces"].append({"type": "time"})
-    config["linux"]["timeOffsets"] = {"boottime": {"secs": 864000, "nanosecs": 0},
-                                      "monotonic": {"secs": 3600, "nanosecs": 5}}
+    config["linux"]["timeOffsets"] = {
+        "boottime": {"secs": 864000, "nanosecs": 0},
+        "monotonic": {"secs": 3600, "nanosecs": 5},
+    }
     result = hc.run(config["process"]["args"], config)
     assert result.rc == 0, result
     lines = result.out.splitlines()
@@ -162,8 +166,9 @@ def test_time_namespace_offsets(hc: Runtime) -> None:
         ("ioPriority", {"class": "IOPRIO_CLASS_BE", "priority": 9}, "process.ioPriority.priority"),
     ],
 )
-def test_bad_settings_name_the_field(hc: Runtime, section: str, value: object,
-                                     message: str) -> None:
+def test_bad_settings_name_the_field(
+    hc: Runtime, section: str, value: object, message: str
+) -> None:
     config = hc.config(["true"])
     config["process"][section] = value
     result = hc.run(["true"], config)

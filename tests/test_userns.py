@@ -24,12 +24,20 @@ def test_maps_pid1_and_ownership(hc: Runtime, open_rootfs: Path, tmp_path: Path)
     shared.mkdir(mode=0o777, exist_ok=True)
     shared.chmod(0o777)
     try:
-        config = _userns_config(hc, open_rootfs, [
-            "sh", "-c", "echo $$; id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; "
-            "cat /proc/self/setgroups; touch /root/f; stat -c '%u %g' /root/f; "
-            "readlink /proc/self/ns/user"])
-        config["mounts"].append({"destination": "/root", "type": "bind", "source": str(shared),
-                                 "options": ["rbind"]})
+        config = _userns_config(
+            hc,
+            open_rootfs,
+            [
+                "sh",
+                "-c",
+                "echo $$; id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; "
+                "cat /proc/self/setgroups; touch /root/f; stat -c '%u %g' /root/f; "
+                "readlink /proc/self/ns/user",
+            ],
+        )
+        config["mounts"].append(
+            {"destination": "/root", "type": "bind", "source": str(shared), "options": ["rbind"]}
+        )
         result = hc.run(config["process"]["args"], config)
         assert result.rc == 0, result
         lines = result.out.splitlines()
@@ -58,9 +66,16 @@ def test_user_and_groups_inside_the_namespace(hc: Runtime, open_rootfs: Path) ->
 def test_devices_are_bound_from_the_host(hc: Runtime, open_rootfs: Path) -> None:
     """mknod is refused in a user namespace: the default devices are bind mounts of the host's
     nodes, and they work."""
-    config = _userns_config(hc, open_rootfs, [
-        "sh", "-c", "stat -c '%t:%T %F' /dev/null /dev/zero /dev/tty; echo x > /dev/null && "
-        "head -c 4 /dev/zero | wc -c; grep -c ' /dev/null ' /proc/self/mountinfo"])
+    config = _userns_config(
+        hc,
+        open_rootfs,
+        [
+            "sh",
+            "-c",
+            "stat -c '%t:%T %F' /dev/null /dev/zero /dev/tty; echo x > /dev/null && "
+            "head -c 4 /dev/zero | wc -c; grep -c ' /dev/null ' /proc/self/mountinfo",
+        ],
+    )
     result = hc.run(config["process"]["args"], config)
     assert result.rc == 0, result
     lines = result.out.splitlines()

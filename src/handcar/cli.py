@@ -36,24 +36,52 @@ GLOBAL_FLAGS: FlagTable = {
 }
 
 CREATE_FLAGS: FlagTable = {
-    "bundle": ("b", "value", "path to the root of the bundle directory, defaults to the current directory"),
-    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"),
-    "pidfd-socket": ("", "value", "path to an AF_UNIX socket which will receive a pidfd of the container process"),
+    "bundle": (
+        "b",
+        "value",
+        "path to the root of the bundle directory, defaults to the current directory",
+    ),
+    "console-socket": (
+        "",
+        "value",
+        "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal",
+    ),
+    "pidfd-socket": (
+        "",
+        "value",
+        "path to an AF_UNIX socket which will receive a pidfd of the container process",
+    ),
     "pid-file": ("", "value", "specify the file to write the process id to"),
     "no-pivot": ("", "bool", "do not use pivot root to jail process inside rootfs"),
     "no-new-keyring": ("", "bool", "do not create a new session keyring for the container"),
-    "preserve-fds": ("", "int", "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)"),
+    "preserve-fds": (
+        "",
+        "int",
+        "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)",
+    ),
 }
 RUN_FLAGS: FlagTable = {
     **CREATE_FLAGS,
     "detach": ("d", "bool", "detach from the container's process"),
     "keep": ("", "bool", "do not delete the container after it exits"),
-    "no-subreaper": ("", "bool", "disable the use of the subreaper used to reap reparented processes"),
+    "no-subreaper": (
+        "",
+        "bool",
+        "disable the use of the subreaper used to reap reparented processes",
+    ),
 }
 
 EXEC_FLAGS: FlagTable = {
-    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"),
-    "pidfd-socket": ("", "value", "path to an AF_UNIX socket which will receive a pidfd of the exec'd process"),
+    "console-socket": (
+        "",
+        "value",
+        "path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal",
+    ),
+    "pidfd-socket": (
+        "",
+        "value",
+        "path to an AF_UNIX socket which will receive a pidfd of the exec'd process",
+    ),
     "cwd": ("", "value", "current working directory in the container"),
     "env": ("e", "list", "set environment variables"),
     "tty": ("t", "bool", "allocate a pseudo-TTY"),
@@ -62,12 +90,24 @@ EXEC_FLAGS: FlagTable = {
     "process": ("p", "value", "path to the process.json"),
     "detach": ("d", "bool", "detach from the container's process"),
     "pid-file": ("", "value", "specify the file to write the process id to"),
-    "process-label": ("", "value", "set the asm process label for the process commonly used with selinux"),
+    "process-label": (
+        "",
+        "value",
+        "set the asm process label for the process commonly used with selinux",
+    ),
     "apparmor": ("", "value", "set the apparmor profile for the process"),
     "no-new-privs": ("", "bool", "set the no new privileges value for the process"),
     "cap": ("c", "list", "add a capability to the bounding set for the process"),
-    "preserve-fds": ("", "int", "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)"),
-    "cgroup": ("", "list", "run the process in an (existing) sub-cgroup(s). Format is [<controller>:]<cgroup>."),
+    "preserve-fds": (
+        "",
+        "int",
+        "pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)",
+    ),
+    "cgroup": (
+        "",
+        "list",
+        "run the process in an (existing) sub-cgroup(s). Format is [<controller>:]<cgroup>.",
+    ),
     "ignore-paused": ("", "bool", "allow exec in a paused container"),
 }
 # CRIU cannot run on this kernel (see handcar.checkpoint): the flags are accepted so that the
@@ -90,15 +130,27 @@ CHECKPOINT_FLAGS: FlagTable = {
     "leave-running": ("", "bool", "leave the process running after checkpointing"),
     "page-server": ("", "value", "ADDRESS:PORT of the page server"),
     "status-fd": ("", "value", "criu writes \\0 to this FD once lazy-pages is ready"),
-    "pre-dump": ("", "bool", "dump container's memory information only, leave the container running after this"),
+    "pre-dump": (
+        "",
+        "bool",
+        "dump container's memory information only, leave the container running after this",
+    ),
 }
 RESTORE_FLAGS: FlagTable = {
     **_CRIU_COMMON,
     "bundle": ("b", "value", "path to the root of the bundle directory"),
-    "console-socket": ("", "value", "path to an AF_UNIX socket which will receive the console's master fd"),
+    "console-socket": (
+        "",
+        "value",
+        "path to an AF_UNIX socket which will receive the console's master fd",
+    ),
     "detach": ("d", "bool", "detach from the container's process"),
     "pid-file": ("", "value", "specify the file to write the process id to"),
-    "no-subreaper": ("", "bool", "disable the use of the subreaper used to reap reparented processes"),
+    "no-subreaper": (
+        "",
+        "bool",
+        "disable the use of the subreaper used to reap reparented processes",
+    ),
     "no-pivot": ("", "bool", "do not use pivot root to jail process inside rootfs"),
     "lsm-profile": ("", "value", "Specify an LSM profile to be used during restore"),
     "lsm-mount-context": ("", "value", "Specify an LSM mount context to be used during restore"),
@@ -123,7 +175,14 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("create", "create a container", "<container-id>", CREATE_FLAGS, "1", "cmd_create"),
-        Command("start", "executes the user defined process in a created container", "<container-id>", {}, "1", "cmd_start"),
+        Command(
+            "start",
+            "executes the user defined process in a created container",
+            "<container-id>",
+            {},
+            "1",
+            "cmd_start",
+        ),
         Command("run", "create and run a container", "<container-id>", RUN_FLAGS, "1", "cmd_run"),
         Command("state", "output the state of a container", "<container-id>", {}, "1", "cmd_state"),
         Command(
@@ -141,7 +200,13 @@ COMMANDS: dict[str, Command] = {
             "kill",
             "kill sends the specified signal (default: SIGTERM) to the container's init process",
             "<container-id> [signal]",
-            {"all": ("a", "bool", "send the specified signal to all processes inside the container")},
+            {
+                "all": (
+                    "a",
+                    "bool",
+                    "send the specified signal to all processes inside the container",
+                )
+            },
             "1+",
             "cmd_kill",
         ),
@@ -149,7 +214,13 @@ COMMANDS: dict[str, Command] = {
             "delete",
             "delete any resources held by the container often used with detached container",
             "<container-id>",
-            {"force": ("f", "bool", "forcibly deletes the container if it is still running (uses SIGKILL)")},
+            {
+                "force": (
+                    "f",
+                    "bool",
+                    "forcibly deletes the container if it is still running (uses SIGKILL)",
+                )
+            },
             "1",
             "cmd_delete",
         ),
@@ -164,34 +235,101 @@ COMMANDS: dict[str, Command] = {
             "0",
             "cmd_spec",
         ),
-        Command("exec", "execute new process inside the container", "<container-id> <command> [command options]  ||  -p process.json <container-id>", EXEC_FLAGS, "1+", "cmd_exec"),
+        Command(
+            "exec",
+            "execute new process inside the container",
+            "<container-id> <command> [command options]  ||  -p process.json <container-id>",
+            EXEC_FLAGS,
+            "1+",
+            "cmd_exec",
+        ),
         Command("features", "show the enabled features", "", {}, "0", "cmd_features"),
-        Command("checkpoint", "checkpoint a running container (CRIU: unavailable on this host, see the error)", "<container-id>", CHECKPOINT_FLAGS, "1", "cmd_checkpoint"),
-        Command("restore", "restore a container from a previous checkpoint (CRIU: unavailable on this host)", "<container-id>", RESTORE_FLAGS, "1", "cmd_restore"),
-        Command("pause", "pause suspends all processes inside the container", "<container-id>", {}, "1", "cgroup_commands:cmd_pause"),
-        Command("resume", "resumes all processes that have been previously paused", "<container-id>", {}, "1", "cgroup_commands:cmd_resume"),
+        Command(
+            "checkpoint",
+            "checkpoint a running container (CRIU: unavailable on this host, see the error)",
+            "<container-id>",
+            CHECKPOINT_FLAGS,
+            "1",
+            "cmd_checkpoint",
+        ),
+        Command(
+            "restore",
+            "restore a container from a previous checkpoint (CRIU: unavailable on this host)",
+            "<container-id>",
+            RESTORE_FLAGS,
+            "1",
+            "cmd_restore",
+        ),
+        Command(
+            "pause",
+            "pause suspends all processes inside the container",
+            "<container-id>",
+            {},
+            "1",
+            "cgroup_commands:cmd_pause",
+        ),
+        Command(
+            "resume",
+            "resumes all processes that have been previously paused",
+            "<container-id>",
+            {},
+            "1",
+            "cgroup_commands:cmd_resume",
+        ),
         Command(
             "update",
             "update container resource constraints",
             "<container-id>",
             {
-                "resources": ("r", "value", "path to a file containing the resources to update or '-' to read from the standard input"),
-                "blkio-weight": ("", "value", "specifies per cgroup weight, range is from 10 to 1000"),
-                "cpu-period": ("", "value", "CPU CFS period to be used for hardcapping (in usecs). 0 to use system default"),
-                "cpu-quota": ("", "value", "CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period"),
+                "resources": (
+                    "r",
+                    "value",
+                    "path to a file containing the resources to update or '-' to read from the standard input",
+                ),
+                "blkio-weight": (
+                    "",
+                    "value",
+                    "specifies per cgroup weight, range is from 10 to 1000",
+                ),
+                "cpu-period": (
+                    "",
+                    "value",
+                    "CPU CFS period to be used for hardcapping (in usecs). 0 to use system default",
+                ),
+                "cpu-quota": (
+                    "",
+                    "value",
+                    "CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period",
+                ),
                 "cpu-share": ("", "value", "CPU shares (relative weight vs. other containers)"),
-                "cpu-rt-period": ("", "value", "CPU realtime period to be used for hardcapping (in usecs). 0 to use system default"),
-                "cpu-rt-runtime": ("", "value", "CPU realtime hardcap limit (in usecs). Allowed cpu time in a given period"),
+                "cpu-rt-period": (
+                    "",
+                    "value",
+                    "CPU realtime period to be used for hardcapping (in usecs). 0 to use system default",
+                ),
+                "cpu-rt-runtime": (
+                    "",
+                    "value",
+                    "CPU realtime hardcap limit (in usecs). Allowed cpu time in a given period",
+                ),
                 "cpuset-cpus": ("", "value", "CPU(s) to use"),
                 "cpuset-mems": ("", "value", "Memory node(s) to use"),
                 "kernel-memory": ("", "value", "(obsoleted; do not use)"),
                 "kernel-memory-tcp": ("", "value", "(obsoleted; do not use)"),
                 "memory": ("", "value", "Memory limit (in bytes)"),
                 "memory-reservation": ("", "value", "Memory reservation or soft_limit (in bytes)"),
-                "memory-swap": ("", "value", "Total memory usage (memory + swap); set '-1' to enable unlimited swap"),
+                "memory-swap": (
+                    "",
+                    "value",
+                    "Total memory usage (memory + swap); set '-1' to enable unlimited swap",
+                ),
                 "pids-limit": ("", "value", "Maximum number of pids allowed in the container"),
                 "l3-cache-schema": ("", "value", "The string of Intel RDT/CAT L3 cache schema"),
-                "mem-bw-schema": ("", "value", "The string of Intel RDT/MBA memory bandwidth schema"),
+                "mem-bw-schema": (
+                    "",
+                    "value",
+                    "The string of Intel RDT/MBA memory bandwidth schema",
+                ),
             },
             "1",
             "cgroup_commands:cmd_update",
@@ -238,7 +376,9 @@ class Invocation:
 
         rootless = self.globals.get("rootless", "auto")
         if rootless not in ("true", "false", "auto"):
-            raise UsageError(f"--rootless: invalid value {rootless!r} (expected true, false or auto)")
+            raise UsageError(
+                f"--rootless: invalid value {rootless!r} (expected true, false or auto)"
+            )
         root = self.globals.get("root")
         if not root:
             root = DEFAULT_ROOT
@@ -327,7 +467,9 @@ def parse(argv: list[str]) -> Invocation:
 def _positional_locked(inv: Invocation) -> bool:
     """After `exec ID CMD` or `ps ID`, the rest belongs to the command, flags included."""
     assert inv.command is not None
-    return inv.command.name in ("exec", "ps") and len(inv.args) >= (2 if inv.command.name == "exec" else 1)
+    return inv.command.name in ("exec", "ps") and len(inv.args) >= (
+        2 if inv.command.name == "exec" else 1
+    )
 
 
 def _check_arity(command: Command, args: list[str]) -> None:
@@ -395,7 +537,9 @@ def version_text() -> str:
 
 def run(argv: list[str], inv: Invocation) -> int:
     log.configure(
-        inv.globals.get("log"), inv.globals.get("log-format", "text"), bool(inv.globals.get("debug"))
+        inv.globals.get("log"),
+        inv.globals.get("log-format", "text"),
+        bool(inv.globals.get("debug")),
     )
     if inv.globals.get("log-format", "text") not in ("text", "json"):
         raise UsageError(f"invalid log-format: {inv.globals['log-format']}")
@@ -413,7 +557,7 @@ def run(argv: list[str], inv: Invocation) -> int:
 
 
 def _handler(name: str) -> Handler:
-    """"cmd_x" lives in handcar.commands; "module:cmd_x" in handcar.module."""
+    """ "cmd_x" lives in handcar.commands; "module:cmd_x" in handcar.module."""
     module_name, _, function = name.rpartition(":")
     module = __import__("handcar." + (module_name or "commands"), fromlist=[function])
     handler: Handler = getattr(module, function)

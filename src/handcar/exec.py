@@ -530,5 +530,3 @@ def _load_seccomp(plan: _Plan) -> None:
 
     load_filter(plan.seccomp)
     plan.seccomp = None
-
-

@@ -57,7 +57,9 @@ def run_hook(hook: dict[str, Any], state_json: bytes, where: str) -> None:
     timed_out = False
     try:
         while True:
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            wait_ms = (
+                None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            )
             if not poller.poll(wait_ms):
                 timed_out = True
                 os.kill(pid, 9)

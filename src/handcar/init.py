@@ -316,7 +316,9 @@ def _write_sysctls(config: dict[str, Any]) -> None:
             with open(path, "w") as f:
                 f.write(value)
         except OSError as err:
-            raise HandcarError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
+            raise HandcarError(
+                f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}"
+            ) from None
 
 
 def _wait_for_start(fifo_fd: int, plan: InitPlan) -> None:
@@ -375,5 +377,3 @@ def _load_seccomp(plan: InitPlan, channel: Channel | None = None) -> None:
         from handcar.listener import hand_over
 
         hand_over(channel, fd)
-
-

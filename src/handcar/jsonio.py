@@ -96,7 +96,9 @@ def dumps(value: object, indent: str | None = None, _level: int = 0) -> str:
         if indent is None:
             return "{" + ",".join(_quote(str(k)) + ":" + dumps(v) for k, v in value.items()) + "}"
         pad = "\n" + indent * (_level + 1)
-        items = [pad + _quote(str(k)) + ": " + dumps(v, indent, _level + 1) for k, v in value.items()]
+        items = [
+            pad + _quote(str(k)) + ": " + dumps(v, indent, _level + 1) for k, v in value.items()
+        ]
         return "{" + ",".join(items) + "\n" + indent * _level + "}"
     if isinstance(value, (list, tuple)):
         if not value:

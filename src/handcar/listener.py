@@ -79,8 +79,8 @@ def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     fds = []
     for level, kind, raw in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds += [int.from_bytes(raw[i : i + 4], "little", signed=True)
-                    for i in range(0, len(raw) - len(raw) % 4, 4)]
+            fds += [
+                int.from_bytes(raw[i : i + 4], "little", signed=True)
+                for i in range(0, len(raw) - len(raw) % 4, 4)
+            ]
     return fds
-
-

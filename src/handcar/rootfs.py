@@ -118,7 +118,10 @@ class RootfsBuilder:
     def resolve(self, path: str) -> int:
         """An O_PATH fd for a container path; the kernel confines the walk to the rootfs."""
         return linux.openat2(
-            self.root_fd, path or ".", os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+            self.root_fd,
+            path or ".",
+            os.O_PATH,
+            linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
         )
 
     def ensure_target(self, path: str, is_dir: bool) -> int:

@@ -138,8 +138,12 @@ def apply_process_security(process: dict[str, Any], where: str = "process") -> N
             for flag in sched.get("flags", []):
                 flags |= SCHED_FLAGS[flag]
             lsched.sched_setattr(
-                SCHED_POLICIES[sched["policy"]], flags, sched.get("nice", 0),
-                sched.get("priority", 0), sched.get("runtime", 0), sched.get("deadline", 0),
+                SCHED_POLICIES[sched["policy"]],
+                flags,
+                sched.get("nice", 0),
+                sched.get("priority", 0),
+                sched.get("runtime", 0),
+                sched.get("deadline", 0),
                 sched.get("period", 0),
             )
     except OSError as err:

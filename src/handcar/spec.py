@@ -24,7 +24,16 @@ HOOK_KINDS = (
     "poststart",
     "poststop",
 )
-ROOTFS_PROPAGATIONS = ("shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable")
+ROOTFS_PROPAGATIONS = (
+    "shared",
+    "slave",
+    "private",
+    "unbindable",
+    "rshared",
+    "rslave",
+    "rprivate",
+    "runbindable",
+)
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 

@@ -25,10 +25,10 @@ class Channel:
 
     @staticmethod
     def pair() -> tuple[Channel, Channel]:
-        a, b = _socket.socketpair(
-            _socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC, 0
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC, 0)
+        return Channel(_socket.socket(fileno=a.detach())), Channel(
+            _socket.socket(fileno=b.detach())
         )
-        return Channel(_socket.socket(fileno=a.detach())), Channel(_socket.socket(fileno=b.detach()))
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from crashcart_fixtures import Crashcart, host_image_mounts, mount_table, pids_in_namespace
 
 PODMAN = shutil.which("podman")

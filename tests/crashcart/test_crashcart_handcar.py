@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from crashcart_fixtures import Crashcart, host_image_mounts, mount_table
+
 from harness import Runtime
 
 

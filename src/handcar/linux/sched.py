@@ -48,8 +48,9 @@ class _SchedAttr(ctypes.Structure):
 def sched_setattr(
     policy: int, flags: int, nice: int, priority: int, runtime: int, deadline: int, period: int
 ) -> None:
-    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime,
-                      deadline, period)
+    attr = _SchedAttr(
+        ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime, deadline, period
+    )
     if libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) != 0:
         raise _fail("sched_setattr")
 
