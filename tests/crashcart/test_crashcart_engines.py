@@ -31,6 +31,7 @@ def podman_container(
     )
     # crashcart asks podman too, so it must see the same configuration.
     monkeypatch.setenv("CONTAINERS_CONF", str(conf))
+    parents_before = _podman_parent_cgroups()
     image = f"localhost/crashcart-test-{uuid.uuid4().hex[:8]}"
     name = f"crashcart-{uuid.uuid4().hex[:8]}"
     tar = subprocess.Popen(["tar", "-C", str(busybox_rootfs), "-c", "."], stdout=subprocess.PIPE)
@@ -53,6 +54,25 @@ def podman_container(
     finally:
         subprocess.run([PODMAN, "rm", "-f", "-t", "0", name], capture_output=True, timeout=120)
         subprocess.run([PODMAN, "rmi", "-f", image], capture_output=True, timeout=120)
+        _remove_new_parent_cgroups(parents_before)
+
+
+def _podman_parent_cgroups() -> set[str]:
+    """podman's libpod_parent on every hierarchy: runc makes it and nobody removes it."""
+    return {
+        os.path.join(root, "libpod_parent")
+        for root in (os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup"))
+        if os.path.isdir(os.path.join(root, "libpod_parent"))
+    }
+
+
+def _remove_new_parent_cgroups(before: set[str]) -> None:
+    for parent in _podman_parent_cgroups() - before:
+        for dirpath, _, _ in os.walk(parent, topdown=False):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
 
 
 @pytest.mark.slow
