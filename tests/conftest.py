@@ -2,3 +2,4 @@
 (several directories have a conftest.py, so `from conftest import` would be ambiguous)."""
 
 from harness import _require_root, hc, make_config, rootfs  # noqa: F401
+from helpers_exec import hx, xrootfs  # noqa: F401, E402

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +123,20 @@ def make_fixture_rootfs(factory: pytest.TempPathFactory) -> Path:
     return rootfs
 
 
-def containers_fixture(tmp_path: Path, rootfs: Path) -> Iterator[Containers]:
-    containers = Containers(tmp_path, rootfs)
+@pytest.fixture(scope="session")
+def xrootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exec tests' rootfs: busybox plus what they need."""
+    return make_fixture_rootfs(tmp_path_factory)
+
+
+@pytest.fixture
+def hx(tmp_path: Path, xrootfs: Path) -> Iterator[Containers]:
+    """Containers for the exec, run and hooks tests, force-deleted at teardown."""
+    containers = Containers(tmp_path, xrootfs)
     try:
         yield containers
     finally:
         containers.cleanup()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def process_gone(pid: int) -> bool:

@@ -13,25 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from harness import wait_for
 from helpers_exec import (
     ConsoleSocket,
     Containers,
-    containers_fixture,
-    make_fixture_rootfs,
     process_gone,
     read_until,
-    wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def xrootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_rootfs(tmp_path_factory)
-
-
-@pytest.fixture
-def hx(tmp_path: Path, xrootfs: Path) -> Iterator[Containers]:
-    yield from containers_fixture(tmp_path, xrootfs)
 
 
 def _ns(pid: int) -> dict[str, str]:

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers_exec import Containers, containers_fixture, make_fixture_rootfs, process_gone, wait_for
+from harness import wait_for
+from helpers_exec import Containers, process_gone
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-
-
-@pytest.fixture(scope="module")
-def xrootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_rootfs(tmp_path_factory)
-
-
-@pytest.fixture
-def hx(tmp_path: Path, xrootfs: Path) -> Iterator[Containers]:
-    yield from containers_fixture(tmp_path, xrootfs)
 
 
 def _logging_hook(kind: str, log: str) -> dict[str, Any]:

@@ -8,22 +8,8 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from helpers_exec import Containers, containers_fixture, make_fixture_rootfs, read_until
-
-
-@pytest.fixture(scope="module")
-def xrootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_rootfs(tmp_path_factory)
-
-
-@pytest.fixture
-def hx(tmp_path: Path, xrootfs: Path) -> Iterator[Containers]:
-    yield from containers_fixture(tmp_path, xrootfs)
+from helpers_exec import Containers, read_until
 
 
 def _run(hx: Containers, args: list[str], *flags: str) -> tuple[str, int, str]:
