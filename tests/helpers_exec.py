@@ -19,18 +19,7 @@ import pytest
 
 from handcar.bundle import make_rootfs
 from handcar.specgen import default_spec
-
-HANDCAR = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "handcar")
-
-
-class Result:
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.rc = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
-
-    def __repr__(self) -> str:
-        return f"Result(rc={self.rc}, out={self.out!r}, err={self.err!r})"
+from harness import HANDCAR, Result
 
 
 class Containers:
