@@ -3,3 +3,4 @@
 
 from harness import _require_root, hc, make_config, rootfs  # noqa: F401
 from helpers_exec import hx, xrootfs  # noqa: F401, E402
+from helpers_security import open_rootfs  # noqa: F401, E402

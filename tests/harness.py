@@ -86,6 +86,10 @@ class Runtime:
             proc.stdout, proc.stderr = out.read(), err.read()
         return Result(proc)
 
+    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
+        """Start the CLI without waiting (for calls that block, or that a test interrupts)."""
+        return subprocess.Popen([self.binary, "--root", str(self.root), *args], **kw)
+
     def config(self, args: list[str] | None = None) -> dict[str, Any]:
         config = default_spec()
         config["process"]["terminal"] = False

@@ -185,8 +185,11 @@ def test_memory_limit_oom_kills_and_events_reports_it(hc: Runtime) -> None:
     config["linux"]["resources"] = {"memory": {"limit": 32 << 20, "swap": 32 << 20}}
     cid = hc.create(config)
     memory = host_paths(hc, cid)["memory"]
-    events = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "events", "--interval", "100ms", cid],
+    events = hc.popen(
+        "events",
+        "--interval",
+        "100ms",
+        cid,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -224,8 +227,11 @@ def test_events_stream_reports_oom_of_a_child_and_goes_on(hc: Runtime) -> None:
     config = hc.config(["sleep", "300"])
     config["linux"]["resources"] = {"memory": {"limit": 24 << 20, "swap": 24 << 20}}
     cid = started(hc, config)
-    events = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "events", "--interval", "200ms", cid],
+    events = hc.popen(
+        "events",
+        "--interval",
+        "200ms",
+        cid,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -544,8 +550,11 @@ def test_events_stats_fields(hc: Runtime) -> None:
 
 def test_events_stream_interval_and_end(hc: Runtime) -> None:
     cid = started(hc, hc.config(["sleep", "300"]))
-    events = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "events", "--interval", "150ms", cid],
+    events = hc.popen(
+        "events",
+        "--interval",
+        "150ms",
+        cid,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

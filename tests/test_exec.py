@@ -8,10 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from harness import wait_for
 from helpers_exec import (
@@ -287,23 +284,6 @@ def test_exec_tty_in_the_foreground_attaches_our_terminal(hx: Containers) -> Non
         proc.kill()
         proc.wait()
         os.close(master)
-
-
-@pytest.fixture(scope="module")
-def open_rootfs() -> Iterator[Path]:
-    """A rootfs the container's root (host uid 100000) can reach: pytest's tmp is 0700."""
-    import shutil
-    import tempfile
-
-    from handcar.bundle import make_rootfs
-
-    top = Path(tempfile.mkdtemp(prefix="handcar-userns-", dir="/tmp"))
-    try:
-        top.chmod(0o755)
-        make_rootfs(str(top / "rootfs"))
-        yield top / "rootfs"
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_exec_with_user_namespace_and_seccomp(hx: Containers, open_rootfs: Path) -> None:

@@ -85,11 +85,7 @@ def test_exec_helper_exe_is_unreachable_while_it_runs(hc: Runtime) -> None:
     cid = hc.new_id()
     log = hc.tmp / "watch.out"
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [hc.binary, "--root", str(hc.root), "run", "--bundle", str(bundle), cid],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = hc.popen("run", "--bundle", str(bundle), cid, stdout=out, stderr=subprocess.STDOUT)
         try:
             assert wait_for(
                 lambda: hc("state", cid).rc == 0 and hc.state(cid)["status"] == "running"
@@ -249,18 +245,13 @@ def test_dev_console_symlink_is_refused(hc: Runtime, tmp_path: Path) -> None:
     server.settimeout(20)
     bundle = hc.bundle(config)
     cid = hc.new_id()
-    creator = subprocess.Popen(
-        [
-            hc.binary,
-            "--root",
-            str(hc.root),
-            "create",
-            "--bundle",
-            str(bundle),
-            "--console-socket",
-            sock_path,
-            cid,
-        ],
+    creator = hc.popen(
+        "create",
+        "--bundle",
+        str(bundle),
+        "--console-socket",
+        sock_path,
+        cid,
         stderr=subprocess.PIPE,
         text=True,
     )

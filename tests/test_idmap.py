@@ -7,11 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import helpers_security
 from harness import HANDCAR, Runtime
 from helpers_security import add_userns
-
-open_rootfs = helpers_security.open_rootfs  # a fixture
 
 
 def _owned_dir(path: Path, uid: int) -> Path:

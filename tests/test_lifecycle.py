@@ -125,13 +125,10 @@ def test_run_returns_exit_code_and_output(hc: Runtime) -> None:
 
 
 def test_run_reports_death_by_signal_as_128_plus_signal(hc: Runtime) -> None:
-    import subprocess
 
     bundle = hc.bundle(args=["sleep", "300"])
     cid = hc.new_id()
-    proc = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "run", "--bundle", str(bundle), cid]
-    )
+    proc = hc.popen("run", "--bundle", str(bundle), cid)
     assert wait_for(lambda: hc("state", cid).rc == 0 and hc.state(cid)["status"] == "running")
     assert hc("kill", cid, "KILL").rc == 0
     assert proc.wait(timeout=20) == 128 + 9
@@ -149,11 +146,7 @@ def test_run_forwards_signals(hc: Runtime) -> None:
             "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
         ]
     )
-    proc = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "run", "--bundle", str(bundle), hc.new_id()],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = hc.popen("run", "--bundle", str(bundle), hc.new_id(), stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
@@ -208,15 +201,17 @@ def test_recycled_pid_is_never_signalled(hc: Runtime) -> None:
 
 
 def test_concurrent_creates_of_one_id(hc: Runtime) -> None:
-    import subprocess
 
     bundle = hc.bundle(args=["sleep", "300"])
     cid = hc.new_id()
     # Files, not pipes: the winning container's init inherits its create's stderr.
     logs = [hc.tmp / f"create-{i}.err" for i in range(4)]
     procs = [
-        subprocess.Popen(
-            [hc.binary, "--root", str(hc.root), "create", "--bundle", str(bundle), cid],
+        hc.popen(
+            "create",
+            "--bundle",
+            str(bundle),
+            cid,
             stderr=log.open("w"),
         )
         for log in logs
@@ -242,9 +237,7 @@ def test_kill_9_of_create_is_cleaned_by_delete_force(hc: Runtime, tmp_path: Path
     }
     bundle = hc.bundle(config)
     cid = hc.new_id()
-    proc = subprocess.Popen(
-        [hc.binary, "--root", str(hc.root), "create", "--bundle", str(bundle), cid]
-    )
+    proc = hc.popen("create", "--bundle", str(bundle), cid)
     try:
         assert wait_for(marker.exists, 20)
         state = json.loads((hc.root / cid / "state.json").read_text())

@@ -182,19 +182,7 @@ def test_terminal_through_console_socket(hc: Runtime, tmp_path: Path) -> None:
     config["process"]["consoleSize"] = {"height": 33, "width": 101}
     bundle = hc.bundle(config)
     cid = hc.new_id()
-    creator = subprocess.Popen(
-        [
-            hc.binary,
-            "--root",
-            str(hc.root),
-            "create",
-            "--bundle",
-            str(bundle),
-            "--console-socket",
-            sock_path,
-            cid,
-        ]
-    )
+    creator = hc.popen("create", "--bundle", str(bundle), "--console-socket", sock_path, cid)
     conn, _ = server.accept()
     msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
     assert creator.wait(timeout=30) == 0

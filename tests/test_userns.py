@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import helpers_security
 from harness import Runtime
 from helpers_security import add_userns
-
-open_rootfs = helpers_security.open_rootfs  # a fixture
 
 
 def _userns_config(hc: Runtime, rootfs: Path, args: list[str]) -> dict:

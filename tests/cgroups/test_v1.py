@@ -12,24 +12,10 @@ import pytest
 
 from handcar.cgroups import CgroupError, Manager, from_paths, open_manager
 
-from .conftest import UNIFIED, Gate, sweep, unique_name
+from .conftest import UNIFIED, Gate, read, sweep, unique_name, wait_for
 
 PY = f"{sys.executable} -I -S -c"
 GateFactory = Callable[[str], Gate]
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_create_join_destroy_leaves_nothing(v1_manager: Manager, gate: GateFactory) -> None:

@@ -14,23 +14,9 @@ from handcar.cgroups import CgroupError, Manager, from_paths
 from handcar.cgroups.v2 import blkio_weight_to_io_weight, shares_to_weight, swap_to_v2
 from handcar.linux import bpf
 
-from .conftest import Gate
+from .conftest import Gate, read, wait_for
 
 GateFactory = Callable[[str], Gate]
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_create_join_freeze_thaw_destroy(v2_manager: Manager, gate: GateFactory) -> None:
