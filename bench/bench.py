@@ -63,10 +63,10 @@ CALL_TIMEOUT = 60.0
 MAX_FAILURES = 3  # errors before a runtime is dropped from a case
 
 try:
-    from handcar.bundle import make_bundle
+    from handcar.spec.bundle import make_bundle
 except ImportError:  # run with an interpreter that lacks the installed package
     sys.path.insert(0, str(REPO / "src"))
-    from handcar.bundle import make_bundle
+    from handcar.spec.bundle import make_bundle
 
 
 class BenchError(Exception):

@@ -22,7 +22,8 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
 
-from handcar import seccomp  # noqa: E402
+from handcar.seccomp import compile as seccomp  # noqa: E402
+from handcar.seccomp.load import load_filter  # noqa: E402
 
 PROFILE = Path("/usr/share/containers/seccomp.json")
 BUSYBOX = "/bin/busybox"
@@ -62,7 +63,7 @@ import sys, time, json
 section = json.loads(sys.stdin.read())  # the runtime has parsed config.json already
 t0 = time.perf_counter()
 sys.path.insert(0, {src!r})
-from handcar import seccomp
+from handcar.seccomp import compile as seccomp  # noqa: E402
 compiled = seccomp.compile_filter(section, cache_dir={cache!r})
 print((time.perf_counter() - t0) * 1e3)
 """
@@ -118,7 +119,7 @@ def load_ms(compiled: seccomp.CompiledFilter, runs: int) -> float:
 
                 linux.set_no_new_privs()
                 t0 = time.perf_counter()
-                seccomp.load_filter(compiled)
+                load_filter(compiled)
                 os.write(write_end, str((time.perf_counter() - t0) * 1e3).encode())
             finally:
                 os._exit(0)

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HANDCAR = os.environ.get("HANDCAR_TEST_RUNTIME", str(ROOT / ".venv" / "bin" / "handcar"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from handcar.bundle import make_rootfs  # noqa: E402
-from handcar.specgen import default_spec  # noqa: E402
+from handcar.spec.bundle import make_rootfs  # noqa: E402
+from handcar.spec.default import default_spec  # noqa: E402
 
 
 @pytest.fixture(scope="session")

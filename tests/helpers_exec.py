@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from handcar.bundle import make_rootfs
-from handcar.specgen import default_spec
+from handcar.spec.bundle import make_rootfs
+from handcar.spec.default import default_spec
 from harness import HANDCAR, Result
 
 

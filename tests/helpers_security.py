@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from handcar.bundle import make_rootfs
+from handcar.spec.bundle import make_rootfs
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def add_userns(config: dict[str, Any], host_id: int = 100000, size: int = 65536)
 
 
 def all_caps(config: dict[str, Any]) -> None:
-    from handcar.caps import CAPABILITIES
+    from handcar.spec.caps import CAPABILITIES
 
     every = sorted(CAPABILITIES)
     config["process"]["capabilities"] = {k: every for k in ("bounding", "effective", "permitted")}

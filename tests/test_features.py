@@ -6,9 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from handcar import rootfs
-from handcar.caps import CAPABILITIES
-from handcar.features import idmap_mounts_implemented
+from handcar.runtime.features import idmap_mounts_implemented
+from handcar.spec import mount_options
+from handcar.spec.caps import CAPABILITIES
 from helpers_exec import HANDCAR
 
 
@@ -29,7 +29,7 @@ def test_features_json_like_runc_1_2() -> None:
     assert features["hooks"] == [
         "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"
     ]  # fmt: skip
-    assert features["mountOptions"] == rootfs.MOUNT_OPTIONS
+    assert features["mountOptions"] == mount_options.MOUNT_OPTIONS
     linux = features["linux"]
     assert set(linux["namespaces"]) >= {"cgroup", "ipc", "mount", "network", "pid", "user", "uts"}
     assert linux["capabilities"][0] == "CAP_CHOWN" and set(linux["capabilities"]) == set(
@@ -55,7 +55,7 @@ def test_features_json_like_runc_1_2() -> None:
 
 
 def test_checkpoint_is_truthful_about_criu() -> None:
-    from handcar.checkpoint import criu_check
+    from handcar.runtime.checkpoint import criu_check
 
     usable, reason = criu_check()
     result = _handcar("checkpoint", "--image-path", "/tmp/x", "--leave-running", "nosuch")

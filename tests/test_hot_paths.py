@@ -33,7 +33,7 @@ def _imported_modules(hc: Runtime, *args: str) -> set[str]:
     site = launcher[2].split('"')[1]
     code = (
         f"import sys; sys.path.insert(0, {site!r}); sys.argv = ['handcar'] + {list(args)!r}; "
-        "from handcar.cli import main; main()"
+        "from handcar.cli.main import main; main()"
     )
     # A file, not a pipe: a created container's init inherits stderr and keeps it open.
     err_file = hc.tmp / f"importtime-{args[-1]}.txt"
@@ -68,6 +68,8 @@ def test_hot_path_imports(hc: Runtime, command: str) -> None:
             "list": ["list"],
         }[command]
         modules = _imported_modules(hc, *root, *argv)
-    assert "handcar.cli" in modules and "handcar.state" in modules  # the trace was read
+    assert (
+        "handcar.cli.main" in modules and "handcar.runtime.state" in modules
+    )  # the trace was read
     heavy = modules & FORBIDDEN
     assert not heavy, f"{command} imports {sorted(heavy)}"

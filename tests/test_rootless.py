@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from handcar.bundle import make_rootfs
+from handcar.spec.bundle import make_rootfs
 from harness import HANDCAR
 
 USER = "hcrootless"

@@ -23,9 +23,12 @@ from typing import Any
 
 import pytest
 
-from handcar import linux, seccomp
+from handcar import linux
 from handcar.errors import ConfigError
 from handcar.linux import libseccomp as scmp
+from handcar.seccomp import compile as seccomp
+from handcar.seccomp.load import load_filter
+from handcar.seccomp.notify import send_listener_fd
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")
 BUSYBOX = "/bin/busybox"
@@ -152,7 +155,7 @@ def in_child(
             if caps is not None:
                 drop_to(caps)
             linux.set_no_new_privs()
-            fd = seccomp.load_filter(compiled)
+            fd = load_filter(compiled)
             os.write(write_end, repr(probe(fd)).encode())
         except BaseException as err:  # report anything to the parent, never return into pytest
             os.write(write_end, f"error {err!r}".encode())
@@ -322,7 +325,7 @@ def _under_handcar_filter(section: dict[str, object]) -> str:
             linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
             drop_to(PODMAN_CAPS)
             linux.set_no_new_privs()
-            seccomp.load_filter(compiled)
+            load_filter(compiled)
             os.execve(BUSYBOX, [BUSYBOX, "sh", "-c", PROBE_SCRIPT], PROBE_ENV)
         finally:
             os._exit(127)
@@ -349,8 +352,14 @@ def test_same_refusals_as_runc(podman: dict[str, object], tmp_path: Path) -> Non
 
 
 def _under_handcar_runtime(bundle: Path, root: Path) -> str:
-    src = str(Path(seccomp.__file__).parents[1])
-    handcar = [sys.executable, "-c", "from handcar.cli import main; main()", "--root", str(root)]
+    src = str(Path(seccomp.__file__).parents[2])
+    handcar = [
+        sys.executable,
+        "-c",
+        "from handcar.cli.main import main; main()",
+        "--root",
+        str(root),
+    ]
     container = f"handcar-seccomp-test-{os.getpid()}"
     env = {**os.environ, "PYTHONPATH": src}
     try:
@@ -475,7 +484,7 @@ def test_notify_sends_the_listener_and_answers_a_syscall(tmp_path: Path) -> None
 
     def probe(fd: int | None) -> object:
         assert fd is not None
-        seccomp.send_listener_fd(path, fd, state % os.getpid(), 'meta "data"')
+        send_listener_fd(path, fd, state % os.getpid(), 'meta "data"')
         os.close(fd)
         return call(SYS_GETPPID)
 
@@ -769,8 +778,8 @@ def test_features_section() -> None:
 
 
 def test_import_is_light() -> None:
-    src = str(Path(seccomp.__file__).parents[1])
-    code = f"import sys; sys.path.insert(0, {src!r}); import handcar.seccomp"
+    src = str(Path(seccomp.__file__).parents[2])
+    code = f"import sys; sys.path.insert(0, {src!r}); import handcar.seccomp.compile"
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-X", "importtime", "-c", code],
         capture_output=True,

@@ -1,4 +1,5 @@
-"""OCI hooks: each gets the container's state JSON on stdin, its args, env and timeout.
+"""Running OCI hooks, for the runtime and the init alike: each gets the container's state JSON
+on stdin, its args, env and timeout.
 
 A failing createRuntime, createContainer or startContainer hook fails the container; a failing
 poststart or poststop hook is logged as a warning and the lifecycle goes on (the spec's rule).
@@ -16,8 +17,6 @@ from handcar.errors import HandcarError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from handcar.state import ContainerState
 
 
 def _spawn(hook: dict[str, Any], stdin_data: bytes) -> tuple[int, int, int]:
@@ -78,15 +77,6 @@ def run_hook(hook: dict[str, Any], state_json: bytes, where: str) -> None:
         detail = output.decode(errors="replace").strip().replace("\n", " ")
         why = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
         raise HandcarError(f"{where}: {why}" + (f": {detail}" if detail else ""))
-
-
-def run_hooks(state: ContainerState, kind: str, status: str, fatal: bool) -> None:
-    hooks = (state.config.get("hooks") or {}).get(kind) or []
-    if not hooks:
-        return
-    from handcar.container import oci_state
-
-    run_hook_list(hooks, kind, jsonio.dumps(oci_state(state, status)).encode(), fatal)
 
 
 def container_state_json(

@@ -20,7 +20,7 @@ from handcar.cgroups import (
     resources_from_update_flags,
     validate_resources,
 )
-from handcar.cgroups._fs import clean_path, own_cgroups
+from handcar.cgroups.fs import clean_path, own_cgroups
 from handcar.cgroups.manager import expand_slice, systemd_path
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")

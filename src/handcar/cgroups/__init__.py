@@ -16,7 +16,7 @@ Only `os` is imported here; limits, stats, OOM watching and update parsing load 
 
 from __future__ import annotations
 
-from handcar.cgroups._fs import CgroupError, detect_layout
+from handcar.cgroups.fs import CgroupError, detect_layout
 from handcar.cgroups.manager import Manager, V1Manager, V2Manager, from_paths, open_manager
 
 # typing is not imported at run time (it costs milliseconds on every container start).

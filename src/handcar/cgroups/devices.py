@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from handcar.cgroups._fs import CgroupError, read_optional, write_file
+from handcar.cgroups.fs import CgroupError, read_optional, write_file
 
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import time
 
-from handcar.cgroups._fs import (
+from handcar.cgroups.fs import (
     UNIFIED_HYBRID,
     CgroupError,
+    cgroup2_mount_of,
+    enable_controllers,
     read_file,
     read_optional,
     reason,
@@ -296,9 +298,9 @@ class V2Manager(Manager):
 
     def create(self) -> None:
         path = self._dirs[UNIFIED]
-        mount = _mount_of(path)
+        mount = cgroup2_mount_of(path)
         made = _make_dirs(path)
-        _enable_controllers(mount, path)
+        enable_controllers(mount, path)
         self._created = made
 
     def _procs_dir(self) -> str:
@@ -364,7 +366,7 @@ def open_manager(
     `layout` and `unified_mount` override detection (tests drive cgroup2 that way on a hybrid
     host, treating its cgroup2 mount as a pure v2 host).
     """
-    from handcar.cgroups._fs import clean_path, detect_layout
+    from handcar.cgroups.fs import clean_path, detect_layout
 
     if systemd:
         inner = systemd_path(cgroups_path or "", container_id, rootless)
@@ -431,7 +433,7 @@ def expand_slice(slice_name: str) -> str:
 
 
 def _v2_dir(inner: str, unified_mount: str | None) -> str:
-    from handcar.cgroups._fs import CGROUP_ROOT, own_cgroups
+    from handcar.cgroups.fs import CGROUP_ROOT, own_cgroups
 
     mount = unified_mount or CGROUP_ROOT
     if inner.startswith("/"):
@@ -442,7 +444,7 @@ def _v2_dir(inner: str, unified_mount: str | None) -> str:
 
 
 def _v1_dirs(inner: str, layout: str, rootless: bool) -> dict[str, str]:
-    from handcar.cgroups._fs import cgroup_mounts, own_cgroups
+    from handcar.cgroups.fs import cgroup_mounts, own_cgroups
 
     mounts, unified = cgroup_mounts()
     if "devices" not in mounts and not rootless:
@@ -471,20 +473,6 @@ def _below_root(path: str, root: str) -> str:
 
 
 # --- filesystem helpers ----------------------------------------------------------------
-
-
-def _mount_of(path: str) -> str:
-    """The cgroup2 mount point above `path`: the nearest ancestor holding cgroup.controllers
-    but no cgroup.type (only the root cgroup lacks cgroup.type)."""
-    current = path
-    while current and current != "/":
-        parent = current.rpartition("/")[0] or "/"
-        if os.path.exists(parent + "/cgroup.controllers") and not os.path.exists(
-            parent + "/cgroup.type"
-        ):
-            return parent
-        current = parent
-    raise CgroupError(f"{path} is not below a cgroup2 mount")
 
 
 def _make_dirs(path: str) -> list[str]:
@@ -522,34 +510,6 @@ def _fill_cpusets(leaf: str, made: list[str]) -> None:
             parent = path.rpartition("/")[0]
             value = read_file(parent + "/" + name).strip()
             write_file(path, name, value, f"cpuset parent {name}", value)
-
-
-def _enable_controllers(mount: str, leaf: str) -> None:
-    """Enable every available controller in each ancestor's cgroup.subtree_control, so the
-    leaf gets cpu, memory, io, pids and the rest (as runc's CreateCgroupPath does)."""
-    current = mount
-    for part in leaf[len(mount) :].strip("/").split("/")[:-1]:
-        _enable_in(current)
-        current = current + "/" + part
-    _enable_in(current)
-
-
-def _enable_in(path: str) -> None:
-    available = (read_optional(path + "/cgroup.controllers") or "").split()
-    enabled = (read_optional(path + "/cgroup.subtree_control") or "").split()
-    wanted = [c for c in available if c not in enabled]
-    if not wanted:
-        return
-    try:
-        write_file(path, "cgroup.subtree_control", " ".join("+" + c for c in wanted))
-    except CgroupError:
-        # One refused controller (say, a threaded subtree) must not block the others; limits
-        # on a controller that stayed off fail later, naming the field.
-        for controller in wanted:
-            try:
-                write_file(path, "cgroup.subtree_control", "+" + controller)
-            except CgroupError:
-                pass
 
 
 def _denied(err: CgroupError) -> bool:

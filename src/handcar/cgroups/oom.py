@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import select
 
-from handcar.cgroups._fs import write_file
+from handcar.cgroups.fs import write_file
 
 
 class OomWatcher:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from handcar.cgroups._fs import read_key_values, read_optional, read_uint
+from handcar.cgroups.fs import read_key_values, read_optional, read_uint
 
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False

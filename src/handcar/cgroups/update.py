@@ -5,7 +5,7 @@ Both check every value before anything is written, and name the flag or JSON pat
 
 from __future__ import annotations
 
-from handcar.cgroups._fs import CgroupError
+from handcar.cgroups.fs import CgroupError
 
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False

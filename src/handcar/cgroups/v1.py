@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from handcar.cgroups._fs import CgroupError, read_uint, write_file
+from handcar.cgroups.fs import CgroupError, read_uint, write_file
 
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
@@ -229,9 +229,9 @@ def _hugetlb(dirs: dict[str, str], limits: list[dict[str, Any]]) -> None:
     if unified is None:
         raise CgroupError(f"{R}hugepageLimits: the hugetlb cgroup controller is not mounted")
     from handcar.cgroups import v2
-    from handcar.cgroups.manager import _enable_controllers, _mount_of
+    from handcar.cgroups.fs import cgroup2_mount_of, enable_controllers
 
-    _enable_controllers(_mount_of(unified), unified)
+    enable_controllers(cgroup2_mount_of(unified), unified)
     v2.hugetlb(unified, limits)
 
 
@@ -251,16 +251,9 @@ def _rdma(dirs: dict[str, str], rdma: dict[str, Any]) -> None:
     for device, limits in rdma.items():
         field = f"rdma.{device}"
         path = _need(dirs, "rdma", field, True)
+        from handcar.cgroups.v2 import rdma_line
+
         _set(path, "rdma.max", rdma_line(device, limits), field)
-
-
-def rdma_line(device: str, limits: dict[str, Any]) -> str:
-    parts = [device]
-    if limits.get("hcaHandles") is not None:
-        parts.append(f"hca_handle={limits['hcaHandles']}")
-    if limits.get("hcaObjects") is not None:
-        parts.append(f"hca_object={limits['hcaObjects']}")
-    return " ".join(parts)
 
 
 def _unified(dirs: dict[str, str], unified: dict[str, str]) -> None:

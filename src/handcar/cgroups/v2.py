@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from handcar.cgroups._fs import CgroupError, read_uint, write_file
+from handcar.cgroups.fs import CgroupError, read_uint, write_file
 
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
@@ -205,8 +205,6 @@ def hugetlb(path: str, limits: list[dict[str, Any]]) -> None:
 
 
 def _rdma(path: str, rdma: dict[str, Any]) -> None:
-    from handcar.cgroups.v1 import rdma_line
-
     for device, limits in rdma.items():
         text = rdma_line(device, limits)
         _set(path, "rdma.max", text, f"rdma.{device}", text)
@@ -231,3 +229,12 @@ def unified(path: str, values: dict[str, str]) -> None:
                 f"{R}{field}: {value}: no such file (is the {controller} controller enabled?)"
             )
         _set(path, key, str(value), field, value)
+
+
+def rdma_line(device: str, limits: dict[str, Any]) -> str:
+    parts = [device]
+    if limits.get("hcaHandles") is not None:
+        parts.append(f"hca_handle={limits['hcaHandles']}")
+    if limits.get("hcaObjects") is not None:
+        parts.append(f"hca_object={limits['hcaObjects']}")
+    return " ".join(parts)

@@ -6,7 +6,7 @@ import os
 import sys
 
 from handcar.crashcart.errors import CrashcartError
-from handcar.crashcart.imagefile import ImageInfo, find_image
+from handcar.crashcart.imagefile import DEFAULT_PREFIX, ImageInfo, find_image, read_image_info
 from handcar.crashcart.inject import (
     Container,
     SessionRegistry,
@@ -39,7 +39,7 @@ def run_exec(request: ExecRequest) -> int:
     target = resolve_target(request.target, request.state_roots)
     if request.unmount:
         return unmount(target.pid, request)
-    image = find_image(request.image)
+    image = find_or_build_image(request.image)
     container = Container.open(target.pid)
     registry = SessionRegistry(container.mnt_ns_inode())
     try:
@@ -123,5 +123,18 @@ def unmount(pid: int, request: ExecRequest) -> int:
 def find_image_prefix(registry: SessionRegistry, request: ExecRequest) -> str:
     state = registry.read_state()
     if state.image and os.path.exists(state.image):
-        return find_image(state.image).prefix
-    return find_image(request.image, build_if_missing=False).prefix
+        found = find_image(state.image)
+        if found is not None:
+            return found.prefix
+    image = find_image(request.image)
+    return image.prefix if image is not None else DEFAULT_PREFIX
+
+
+def find_or_build_image(path: str | None) -> ImageInfo:
+    """The image to mount: a first session on a machine with none builds it."""
+    image = find_image(path)
+    if image is not None:
+        return image
+    from handcar.crashcart.build import build_image
+
+    return read_image_info(build_image(show_progress=True).image)

@@ -49,7 +49,8 @@ def current_image(cache_dir: str) -> str | None:
     return None
 
 
-def find_image(path: str | None, build_if_missing: bool = True) -> ImageInfo:
+def find_image(path: str | None) -> ImageInfo | None:
+    """The image at `path`, else the current one; None when nothing has been built yet."""
     if path:
         if not os.path.isfile(path):
             raise CrashcartError(f"{path}: no such image")
@@ -57,8 +58,4 @@ def find_image(path: str | None, build_if_missing: bool = True) -> ImageInfo:
     found = current_image(default_cache_dir())
     if found:
         return read_image_info(found)
-    if not build_if_missing:
-        return ImageInfo("", DEFAULT_PREFIX, "erofs", [])
-    from handcar.crashcart.build import build_image
-
-    return read_image_info(build_image(show_progress=True).image)
+    return None

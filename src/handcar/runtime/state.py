@@ -1,0 +1,172 @@
+"""The state store: one directory per container under the runtime root.
+
+<root>/<id>/state.json  the container's record, replaced atomically (write, rename; no fsync)
+<root>/<id>/exec.fifo   present from create until start; the init blocks on it
+The directory itself is the per-container lock (flock), so concurrent calls on one id queue.
+Status is never stored: it is derived from the live process, guarded by its start time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from handcar import jsonio
+from handcar.errors import ContainerNotFound, HandcarError
+from handcar.procfs import process_is_alive
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+STATE_FILE = "state.json"
+EXEC_FIFO = "exec.fifo"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def validate_id(container_id: str) -> None:
+    if (
+        not container_id
+        or container_id in (".", "..")
+        or not all(c in _ID_CHARS for c in container_id)
+    ):
+        raise HandcarError("invalid container ID format")
+
+
+def _lock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+class ContainerState:
+    """The stored record of one container, plus the locked directory that holds it."""
+
+    __slots__ = ("dir", "data", "_lock_fd")
+
+    def __init__(self, directory: str, data: dict[str, Any]) -> None:
+        self.dir = directory
+        self.data = data
+        self._lock_fd = -1
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid", 0))
+
+    @property
+    def bundle(self) -> str:
+        return str(self.data.get("bundle", ""))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.data.get("config") or {}
+        return config
+
+    @property
+    def fifo_path(self) -> str:
+        return self.dir + "/" + EXEC_FIFO
+
+    def is_alive(self) -> bool:
+        return process_is_alive(self.pid, str(self.data.get("init_start_time", "")))
+
+    def status(self) -> str:
+        """created, running, paused or stopped, from the process and the exec.fifo."""
+        if not self.is_alive():
+            return "stopped"
+        if os.path.exists(self.fifo_path):
+            return "created"
+        if self._is_frozen():
+            return "paused"
+        return "running"
+
+    def _is_frozen(self) -> bool:
+        paths: dict[str, str] = self.data.get("cgroup_paths") or {}
+        if not paths:
+            return False
+        from handcar.cgroups import paths_frozen
+
+        return paths_frozen(paths)
+
+    def save(self) -> None:
+        """Replace state.json atomically: a crash of handcar leaves the old or the new record,
+        never half. No fsync: the root lives on tmpfs (/run) and a reboot ends every container
+        anyway; runc does not sync either."""
+        tmp = self.dir + "/" + STATE_FILE + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, jsonio.dumps(self.data).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.dir + "/" + STATE_FILE)
+
+    def lock(self) -> None:
+        if self._lock_fd < 0:
+            self._lock_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            _lock(self._lock_fd)
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def remove(self) -> None:
+        """Delete the state directory; the last step of delete."""
+        for name in os.listdir(self.dir):
+            os.unlink(self.dir + "/" + name)
+        os.rmdir(self.dir)
+        self.unlock()
+
+
+class StateStore:
+    """The runtime root (--root): where every container's state directory lives."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, container_id: str) -> str:
+        validate_id(container_id)
+        return self.root + "/" + container_id
+
+    def new(self, container_id: str, data: dict[str, Any]) -> ContainerState:
+        """Claim the id: the mkdir is the atomic test, so two creates cannot both win."""
+        directory = self.path(container_id)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o711)
+        except FileExistsError:
+            raise HandcarError(f"container with id exists: {container_id}") from None
+        state = ContainerState(directory, data)
+        state.lock()
+        state.save()
+        return state
+
+    def load(self, container_id: str, lock: bool = True) -> ContainerState:
+        directory = self.path(container_id)
+        state = ContainerState(directory, {"id": container_id})
+        try:
+            if lock:
+                state.lock()
+            with open(directory + "/" + STATE_FILE, "rb") as f:
+                raw = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.isdir(directory):
+                return state  # a create killed before its first save: only delete --force fits
+            state.unlock()
+            raise ContainerNotFound() from None
+        data = jsonio.loads(raw, f"state of {container_id}")
+        if not isinstance(data, dict):
+            raise HandcarError(f"state of {container_id} is corrupt")
+        state.data = data
+        return state
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.isdir(self.root + "/" + n))
