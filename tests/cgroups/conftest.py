@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from handcar.cgroups import Manager, detect_layout, open_manager
+from handcar.cgroups.fs import detect_layout
+from handcar.cgroups.manager import Manager, open_manager
 
 PREFIX = "handcar-test-"
 CGROUP_ROOT = "/sys/fs/cgroup"

@@ -9,19 +9,17 @@ import time
 
 import pytest
 
-from handcar.cgroups import (
-    CgroupError,
+from handcar.cgroups.fs import CgroupError, clean_path, detect_layout, own_cgroups
+from handcar.cgroups.manager import (
     V1Manager,
     V2Manager,
-    detect_layout,
+    expand_slice,
     from_paths,
     open_manager,
     paths_frozen,
-    resources_from_update_flags,
-    validate_resources,
+    systemd_path,
 )
-from handcar.cgroups.fs import clean_path, own_cgroups
-from handcar.cgroups.manager import expand_slice, systemd_path
+from handcar.cgroups.update import resources_from_update_flags, validate_resources
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
 
@@ -164,7 +162,7 @@ def test_validate_accepts_a_full_config() -> None:
 def test_hot_path_imports_nothing_heavy() -> None:
     """create + add_pid must not pull in re, enum, typing, json, subprocess or logging."""
     code = (
-        "import sys; import handcar.cgroups as c;"
+        "import sys; import handcar.cgroups.manager as c;"
         "m = c.open_manager('/x', 'x');"
         "heavy = {'re', 'enum', 'typing', 'json', 'subprocess', 'logging', 'ctypes'};"
         "bad = heavy & set(sys.modules);"

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from handcar.cgroups import CgroupError, Manager, from_paths, open_manager
+from handcar.cgroups.fs import CgroupError
+from handcar.cgroups.manager import Manager, from_paths, open_manager
 
 from .conftest import UNIFIED, Gate, read, sweep, unique_name, wait_for
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from handcar.cgroups import CgroupError, Manager, from_paths
+from handcar.cgroups.fs import CgroupError
+from handcar.cgroups.manager import Manager, from_paths
 from handcar.cgroups.v2 import blkio_weight_to_io_weight, shares_to_weight, swap_to_v2
 from handcar.linux import bpf
 

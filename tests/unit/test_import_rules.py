@@ -2,8 +2,8 @@
 
 Each side of the runtime is a package:
 - `linux/` is the only place that calls ctypes and imports nothing of handcar;
-- the shared leaves (`handcar/*.py`: errors, jsonio, log, signals, sync, hooks, procfs) import
-  only each other and `linux/`;
+- the shared leaves (`handcar/*.py`: errors, jsonio, log, signals, sync, hooks, procfs,
+  machine) import only each other and `linux/`;
 - `spec/`, `seccomp/` and `cgroups/` are libraries: never `runtime/`, `init/` or `cli/`;
 - `init/` is the child's side: never `runtime/` or `cli/`;
 - `runtime/` is the library API: never `cli/`;
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-LEAVES = {"errors", "jsonio", "log", "signals", "sync", "hooks", "procfs"}
+LEAVES = {"errors", "jsonio", "log", "signals", "sync", "hooks", "procfs", "machine"}
 
 # What each group may import, besides itself. "leaf" is the set of shared modules above.
 ALLOWED: dict[str, set[str]] = {
@@ -168,13 +168,13 @@ def find_cycle(imports: list[Import]) -> list[str]:
     return []
 
 
-def package_init_violations(modules: dict[str, Path]) -> list[str]:
+def package_init_violations(modules: dict[str, Path], root: Path) -> list[str]:
     """A package's __init__ imports nothing of handcar, so `import handcar.x.y` pays for y only.
     linux/ is the exception by design: its __init__ is the libc layer itself."""
     problems = []
     for name, path in modules.items():
         if path.name == "__init__.py" and name not in ("handcar", "handcar.linux"):
-            imports = read_imports(path, set(modules))
+            imports = read_imports(path, set(modules), root)
             problems += [f"{imp}: a package __init__ imports nothing" for imp in imports]
     return problems
 
@@ -188,7 +188,7 @@ def tree_imports(root: Path = SRC) -> tuple[dict[str, Path], list[Import]]:
 def violations(root: Path = SRC) -> list[str]:
     modules, imports = tree_imports(root)
     problems = layer_violations(imports) + private_violations(imports) + cli_violations(imports)
-    problems += package_init_violations(modules)
+    problems += package_init_violations(modules, root)
     cycle = find_cycle(imports)
     if cycle:
         problems.append("import cycle: " + " -> ".join(cycle))

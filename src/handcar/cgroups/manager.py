@@ -604,3 +604,9 @@ def _wait_frozen(path: str, frozen: bool) -> None:
             raise CgroupError(f"{'freeze' if frozen else 'thaw'} {path}: timed out")
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
+
+
+def paths_frozen(paths: dict[str, str]) -> bool:
+    """Whether the container with these saved cgroup paths is paused: one read of the v1
+    freezer.state or the v2 cgroup.freeze, for `state` and `list`."""
+    return bool(paths) and from_paths(paths).is_frozen()

@@ -105,33 +105,28 @@ def _table(states: list[dict[str, Any]]) -> str:
 
 
 def cmd_spec(inv: Invocation) -> int:
-    from handcar.spec.default import default_spec
-
     bundle = inv.flag("bundle") or "."
     path = os.path.join(bundle, "config.json")
     if not os.path.isdir(bundle):
         raise HandcarError(f"chdir {bundle}: no such file or directory")
     if os.path.exists(path):
         raise HandcarError("File config.json exists. Remove it first")
-    text = jsonio.dumps(default_spec(bool(inv.flag("rootless"))), "\t")
+    text = jsonio.dumps(inv.runtime().default_spec(bool(inv.flag("rootless"))), "\t")
     with open(path, "w") as f:
         f.write(text)
     return 0
 
 
 def cmd_run(inv: Invocation) -> int:
-    from handcar.runtime.run import run_container
-
     options = _create_options(inv)
     options.subreaper = not inv.flag("no-subreaper")
-    return run_container(
-        inv.runtime(), inv.args[0], options, bool(inv.flag("detach")), bool(inv.flag("keep"))
-    )
+    detach, keep = bool(inv.flag("detach")), bool(inv.flag("keep"))
+    return int(inv.runtime().run(inv.args[0], options, detach, keep))
 
 
 def cmd_exec(inv: Invocation) -> int:
     from handcar.errors import ExecSetupError
-    from handcar.runtime.exec import ExecOptions, ProcessArgs, exec_process, load_process_file
+    from handcar.runtime.exec import ExecOptions, ProcessArgs, load_process_file
 
     options = ExecOptions()
     options.console_socket = inv.flag("console-socket", "")
@@ -167,7 +162,7 @@ def cmd_exec(inv: Invocation) -> int:
             attach = TerminalAttach()
             options.console_fd = attach.peer_fd
         options.attach = attach
-        return exec_process(inv.runtime(), inv.args[0], process, options)
+        return inv.runtime().exec(inv.args[0], process, options)
     except ExecSetupError as err:
         raise ExecSetupError(f"exec failed: {err}") from None
     except HandcarError as err:
@@ -178,9 +173,7 @@ def cmd_exec(inv: Invocation) -> int:
 
 
 def cmd_features(inv: Invocation) -> int:
-    from handcar.runtime.features import features
-
-    _out(jsonio.dumps(features(), "    ") + "\n")
+    _out(jsonio.dumps(inv.runtime().features(), "    ") + "\n")
     return 0
 
 

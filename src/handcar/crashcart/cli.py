@@ -72,6 +72,11 @@ def dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0 if args else EXIT_USAGE
+    from handcar.machine import unsupported_machine
+
+    refusal = unsupported_machine()
+    if refusal:
+        raise CrashcartError(refusal)
     if args[0] == "build":
         return run_build(args[1:])
     if args[0] == "exec":

@@ -46,10 +46,6 @@ class MountState:
         self.image = image
 
 
-def namespace_inode(pid: int, name: str) -> int:
-    return os.stat(f"/proc/{pid}/ns/{name}").st_ino
-
-
 def _mount_point_parts(prefix: str) -> tuple[str, str]:
     relative = prefix.strip("/")
     parent, _, leaf = relative.rpartition("/")

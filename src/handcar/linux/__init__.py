@@ -9,14 +9,16 @@ from __future__ import annotations
 import ctypes
 import os
 
+if os.uname().machine != "x86_64":
+    # The syscall numbers below are x86_64's: on another machine they name other calls.
+    raise ImportError(f"handcar.linux: x86_64 only, and this machine is {os.uname().machine}")
+
 libc = ctypes.CDLL(None, use_errno=True)
 
 # x86_64 syscall numbers for calls that glibc 2.36 does not wrap.
 SYS_PIVOT_ROOT = 155
 SYS_OPENAT2 = 437
 SYS_PIDFD_OPEN = 434
-SYS_PIDFD_SEND_SIGNAL = 424
-SYS_CLOSE_RANGE = 436
 SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_SECCOMP = 317  # used by handcar.linux.libseccomp
@@ -40,17 +42,6 @@ NAMESPACE_FLAGS = {
     "pid": CLONE_NEWPID,
     "network": CLONE_NEWNET,
     "time": CLONE_NEWTIME,
-}
-# The names the kernel uses under /proc/PID/ns for each OCI namespace type.
-NAMESPACE_PROC_NAMES = {
-    "mount": "mnt",
-    "cgroup": "cgroup",
-    "uts": "uts",
-    "ipc": "ipc",
-    "user": "user",
-    "pid": "pid",
-    "network": "net",
-    "time": "time",
 }
 
 # Mount flags (sys/mount.h).
@@ -89,6 +80,7 @@ PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
@@ -184,8 +176,14 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def set_child_subreaper() -> None:
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+def set_child_subreaper(on: bool = True) -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def is_child_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
+    return bool(value.value)
 
 
 def set_parent_death_signal(signum: int) -> None:
@@ -212,24 +210,6 @@ def pidfd_open(pid: int) -> int:
     if fd < 0:
         raise _fail("pidfd_open")
     return fd
-
-
-def pidfd_send_signal(pidfd: int, signum: int) -> None:
-    if libc.syscall(SYS_PIDFD_SEND_SIGNAL, pidfd, signum, None, 0) != 0:
-        raise _fail("pidfd_send_signal")
-
-
-def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
-    if libc.syscall(SYS_CLOSE_RANGE, first, last, flags) != 0:
-        raise _fail("close_range")
-
-
-CLOSE_RANGE_CLOEXEC = 4
-
-
-def mark_fds_cloexec(first: int) -> None:
-    """Mark every fd >= first close-on-exec, so nothing of the runtime's reaches the container."""
-    close_range(first, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
 
 class _CapHeader(ctypes.Structure):

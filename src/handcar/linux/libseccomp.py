@@ -123,11 +123,6 @@ def version() -> tuple[int, int, int]:
     return (v.major, v.minor, v.micro)
 
 
-def api_level() -> int:
-    level: int = lib().seccomp_api_get()
-    return level
-
-
 def arch_token(name: str) -> int:
     """libseccomp's token for an architecture named as libseccomp names it ("x86_64"), or 0."""
     token: int = lib().seccomp_arch_resolve_name(name.encode())
@@ -231,14 +226,6 @@ def filter_flags_supported(flags: int) -> bool:
     return ctypes.get_errno() == 14  # EFAULT
 
 
-def action_available(action: int) -> bool:
-    value = ctypes.c_uint32(action)
-    return _seccomp(SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(value)) == 0
-
-
-# struct seccomp_notif: id u64, pid u32, flags u32, then struct seccomp_data (nr i32, arch u32,
-# instruction_pointer u64, args u64[6]): 80 bytes. struct seccomp_notif_resp: id u64, val s64,
-# error s32, flags u32: 24 bytes.
 _NOTIF_SIZE = 80
 
 

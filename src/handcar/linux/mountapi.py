@@ -137,16 +137,8 @@ def fsconfig_set_string(fs_fd: int, key: str, value: str) -> None:
     _fsconfig(fs_fd, FSCONFIG_SET_STRING, _path(key), _path(value), 0)
 
 
-def fsconfig_set_fd(fs_fd: int, key: str, fd: int) -> None:
-    _fsconfig(fs_fd, FSCONFIG_SET_FD, _path(key), None, fd)
-
-
 def fsconfig_create(fs_fd: int) -> None:
     _fsconfig(fs_fd, FSCONFIG_CMD_CREATE, None, None, 0)
-
-
-def fsconfig_reconfigure(fs_fd: int) -> None:
-    _fsconfig(fs_fd, FSCONFIG_CMD_RECONFIGURE, None, None, 0)
 
 
 def fsmount(fs_fd: int, attr_flags: int = 0) -> int:

@@ -27,11 +27,6 @@ def personality(persona: int) -> None:
         raise _fail("personality")
 
 
-def get_personality() -> int:
-    result: int = libc.personality(0xFFFFFFFF)
-    return result
-
-
 class _SchedAttr(ctypes.Structure):
     _fields_ = [
         ("size", ctypes.c_uint32),

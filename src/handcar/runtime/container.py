@@ -1,6 +1,20 @@
-"""The container lifecycle on the runtime's side: create, start, state, kill, delete.
+"""handcar's library API: `Runtime`, one state root and the whole container lifecycle.
 
-This is handcar's library API; the CLI is a thin layer over it.
+    from handcar.runtime.container import Runtime
+    from handcar.runtime.lifecycle import CreateOptions
+
+    runtime = Runtime(root="/run/handcar")
+    runtime.create("web1", CreateOptions(bundle="/srv/bundles/web1"))
+    runtime.start("web1")
+    runtime.state("web1")["status"]        # "running"
+    runtime.exec("web1", {"args": ["/bin/true"], "cwd": "/"})
+    runtime.pause("web1"); runtime.resume("web1")
+    runtime.update("web1", {"memory": {"limit": 64 << 20}})
+    runtime.kill("web1", 15)
+    runtime.delete("web1", force=True)
+
+Every method raises HandcarError (handcar.errors) with one line naming the field or argument
+at fault. The CLI (handcar.cli) is a thin layer over this class.
 """
 
 from __future__ import annotations
@@ -21,7 +35,11 @@ from handcar.runtime.state import ContainerState, StateStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Generator
     from typing import Any
+
+    from handcar.runtime.exec import ExecOptions, ProcessSource
 
 DEFAULT_ROOT = "/run/handcar"
 
@@ -118,3 +136,90 @@ class Runtime:
             destroy(state)
         finally:
             state.unlock()
+
+    # ---- run and exec --------------------------------------------------------------------
+
+    def run(
+        self,
+        container_id: str,
+        options: CreateOptions,
+        detach: bool = False,
+        keep: bool = False,
+    ) -> int:
+        """create + start; in the foreground, wait for the init and delete the container
+        (unless `keep`). Returns the init's exit code (128+signal), or 0 when detached."""
+        from handcar.runtime.run import run_container
+
+        return run_container(self, container_id, options, detach, keep)
+
+    def exec(
+        self,
+        container_id: str,
+        process: ProcessSource,
+        options: ExecOptions | None = None,
+    ) -> int:
+        """Run a new process in the container: an OCI process object, or a function that
+        builds one from the container's own process. Foreground: its exit code (128+signal);
+        detached (`options.detach`): 0. Raises ExecSetupError before the process starts."""
+        from handcar.runtime.exec import ExecOptions, exec_process
+
+        return exec_process(self, container_id, process, options or ExecOptions())
+
+    # ---- cgroups: pause, resume, update, ps, stats, events -------------------------------
+
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of a running (or created) container."""
+        from handcar.runtime import resources
+
+        resources.pause(self.store, container_id)
+
+    def resume(self, container_id: str) -> None:
+        """Thaw a paused container."""
+        from handcar.runtime import resources
+
+        resources.resume(self.store, container_id)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Apply a partial `linux.resources` to a created, running or paused container and
+        keep it in the container's config. Validates every value before touching anything."""
+        from handcar.cgroups.update import validate_resources
+        from handcar.runtime import resources as ops
+
+        validate_resources(resources, "resources")
+        ops.update(self.store, container_id, resources)
+
+    def ps(self, container_id: str) -> builtins.list[int]:
+        """The host pids of the container's processes."""
+        from handcar.runtime import resources
+
+        return resources.pids(self.store, container_id)
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """One snapshot of the container's cgroup statistics (runc's `events --stats` data)."""
+        from handcar.runtime import resources
+
+        return resources.stats(self.store, container_id)
+
+    def events(
+        self, container_id: str, interval: float = 5.0
+    ) -> Generator[dict[str, Any], None, None]:
+        """Stats events every `interval` seconds and oom events as they happen, until the
+        container stops: each `{"type": "stats"|"oom", "id": ..., "data": ...}`."""
+        from handcar.runtime import resources
+
+        return resources.events(self.store, container_id, interval)
+
+    # ---- what the runtime and its configs can do -------------------------------------------
+
+    def features(self) -> dict[str, Any]:
+        """What this runtime supports, in the OCI features document's shape."""
+        from handcar.runtime.features import features
+
+        return features()
+
+    def default_spec(self, rootless: bool | None = None) -> dict[str, Any]:
+        """The default config.json, as `handcar spec` writes it (rootless: `spec --rootless`;
+        by default, this runtime's own rootless setting)."""
+        from handcar.spec.default import default_spec
+
+        return default_spec(self.rootless if rootless is None else rootless)

@@ -66,7 +66,8 @@ def _validate_resources(config: dict[str, Any]) -> None:
     resources = (config.get("linux") or {}).get("resources")
     if not resources:
         return
-    from handcar.cgroups import CgroupError, validate_resources
+    from handcar.cgroups.fs import CgroupError
+    from handcar.cgroups.update import validate_resources
 
     try:
         validate_resources(resources, "linux.resources")
@@ -220,6 +221,7 @@ class _Creation:
                     # loading ctypes now overlaps with the init's rootfs setup.
                     from handcar import linux
 
+                    self.options.was_subreaper = linux.is_child_subreaper()
                     linux.set_child_subreaper()
                 return
             else:
@@ -282,7 +284,7 @@ class _Creation:
 
 
 def _open_cgroup(runtime: Runtime, state: ContainerState, config: dict[str, Any]) -> Any:
-    from handcar.cgroups import open_manager
+    from handcar.cgroups.manager import open_manager
 
     linux_cfg = config.get("linux") or {}
     manager = open_manager(

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 
-from handcar import linux
 from handcar.errors import ExecSetupError, HandcarError
 from handcar.init.joiner import ExecPlan, run_joiner
+from handcar.runtime.foreground import CallerState
 from handcar.sync import Channel
 
 TYPE_CHECKING = False
@@ -243,7 +243,7 @@ def _cgroup_targets(paths: dict[str, str], requests: list[str]) -> dict[str, str
 
 
 class _Exec:
-    __slots__ = ("state", "process", "options", "targets", "joiner", "pid", "channel")
+    __slots__ = ("state", "process", "options", "targets", "joiner", "pid", "channel", "caller")
 
     def __init__(
         self,
@@ -259,16 +259,19 @@ class _Exec:
         self.joiner = 0
         self.pid = 0
         self.channel: Channel | None = None
+        self.caller = CallerState()
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.caller.restore()
+
+    def _run(self) -> int:
         if not self.options.detach:
             # Signals that arrive before forwarding is in place wait, blocked, instead of
             # killing handcar with their default action; the process gets the old mask back.
-            import _signal
-
-            self.process["__sigmask__"] = _signal.pthread_sigmask(
-                _signal.SIG_BLOCK, _FORWARDED_SIGNALS
-            )
+            self.process["__sigmask__"] = self.caller.block(_FORWARDED_SIGNALS)
         try:
             self._start()
         except BaseException as err:
@@ -292,9 +295,9 @@ class _Exec:
             return 0
         import _signal
 
-        from handcar.runtime.foreground import forward_signals, wait_for_exit
+        from handcar.runtime.foreground import wait_for_exit
 
-        forward_signals(self.pid)
+        self.caller.forward_to(self.pid)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self.process.pop("__sigmask__"))
         if self.options.attach is not None:
             code: int = self.options.attach.run(self.pid)
@@ -342,7 +345,7 @@ class _Exec:
         plan = self._plan(child_channel)
         if not self.options.detach:
             # The joiner exits once it has forked: the process is re-parented to us.
-            linux.set_child_subreaper()
+            self.caller.become_subreaper()
         pid = os.fork()
         if pid == 0:
             self.channel.close()

@@ -29,6 +29,7 @@ class CreateOptions:
         "no_new_keyring",
         "preserve_fds",
         "subreaper",
+        "was_subreaper",
         "console_fd",
     )
 
@@ -41,6 +42,7 @@ class CreateOptions:
         self.no_new_keyring = False
         self.preserve_fds = 0
         self.subreaper = False
+        self.was_subreaper = False  # the caller's flag before create set it, to put it back
         self.console_fd = -1  # a connected console socket: `run -t` in the foreground
 
 
@@ -99,7 +101,7 @@ def oci_state(state: ContainerState, status: str) -> dict[str, Any]:
 
 
 def cgroup_manager(state: ContainerState) -> Any:
-    from handcar.cgroups import from_paths
+    from handcar.cgroups.manager import from_paths
 
     return from_paths(state.data["cgroup_paths"], state.data.get("cgroup_created"))
 

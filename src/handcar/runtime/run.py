@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from handcar.runtime.foreground import forward_signals, wait_for_exit
+from handcar.runtime.foreground import CallerState, wait_for_exit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,15 +38,21 @@ def run_container(
         if detach:
             runtime.start(container_id)
             return 0
+        caller = CallerState()
         try:
             if attach is not None:
                 attach.receive()
                 runtime.start(container_id)
                 return attach.run(pid)
-            forward_signals(pid)
+            caller.forward_to(pid)
             runtime.start(container_id)
             return wait_for_exit(pid)
         finally:
+            caller.restore()
+            if not options.was_subreaper:
+                from handcar import linux
+
+                linux.set_child_subreaper(False)
             if not keep:
                 runtime.delete(container_id, force=True)
     finally:

@@ -86,7 +86,7 @@ class ContainerState:
         paths: dict[str, str] = self.data.get("cgroup_paths") or {}
         if not paths:
             return False
-        from handcar.cgroups import paths_frozen
+        from handcar.cgroups.manager import paths_frozen
 
         return paths_frozen(paths)
 

@@ -13,6 +13,7 @@ import _signal
 import _socket
 import os
 
+from handcar.runtime.foreground import forward_signals, restore_handlers
 from handcar.sync import recv_fd
 
 TYPE_CHECKING = False
@@ -62,11 +63,13 @@ class TerminalAttach:
         saved = _enter_raw_mode(0)
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = _signal.set_wakeup_fd(write_end)
+        previous: dict[int, object] = {}
         try:
-            _install_handlers(pid)
+            previous = _install_handlers(pid)
             _copy_window_size(0, master)
             return _relay(pid, master, read_end)
         finally:
+            restore_handlers(previous)
             _signal.set_wakeup_fd(old_wakeup)
             os.close(read_end)
             os.close(write_end)
@@ -99,16 +102,16 @@ def _copy_window_size(source: int, target: int) -> None:
         pass  # stdin is not a terminal: keep the pty's size
 
 
-def _install_handlers(pid: int) -> None:
-    from handcar.runtime.foreground import forward_signals
-
-    forward_signals(pid)
+def _install_handlers(pid: int) -> dict[int, object]:
+    """Forwarding to `pid`, and wake-ups for SIGCHLD and SIGWINCH; returns what it replaced."""
+    previous = forward_signals(pid)
 
     def wake(_signum: int, _frame: object) -> None:
         pass  # the wakeup fd carries the signal number to the poll loop
 
-    _signal.signal(_signal.SIGCHLD, wake)
-    _signal.signal(_signal.SIGWINCH, wake)
+    previous[_signal.SIGCHLD] = _signal.signal(_signal.SIGCHLD, wake)
+    previous[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, wake)
+    return previous
 
 
 def _write_all(fd: int, data: bytes) -> None:

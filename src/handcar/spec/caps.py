@@ -54,7 +54,8 @@ CAP_SYS_ADMIN = CAPABILITIES["CAP_SYS_ADMIN"]
 
 
 def capability_mask(names: list[str]) -> int:
-    """The bit mask for capability names the kernel knows; unknown ones were dropped earlier."""
+    """The bit mask for the capability names handcar knows; validation has already refused
+    any other name, so a name missing here cannot happen."""
     mask = 0
     for name in names:
         number = CAPABILITIES.get(name)
