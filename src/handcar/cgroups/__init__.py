@@ -22,7 +22,7 @@ from handcar.cgroups.manager import Manager, V1Manager, V2Manager, from_paths, o
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import LinuxResources
 
 __all__ = [
     "CgroupError",
@@ -44,15 +44,16 @@ def paths_frozen(paths: dict[str, str]) -> bool:
     return bool(paths) and from_paths(paths).is_frozen()
 
 
-def resources_from_update_flags(flags: dict[str, str]) -> dict[str, Any]:
+def resources_from_update_flags(flags: dict[str, str]) -> LinuxResources:
     """runc update's individual flags as a partial `linux.resources` (validated)."""
     from handcar.cgroups import update
 
     return update.resources_from_update_flags(flags)
 
 
-def validate_resources(resources: object, where: str = "linux.resources") -> None:
-    """Raise CgroupError naming the JSON path of the first invalid value in `resources`."""
+def validate_resources(resources: object, where: str = "linux.resources") -> LinuxResources:
+    """Raise CgroupError naming the JSON path of the first invalid value in `resources`;
+    return it, typed."""
     from handcar.cgroups import update
 
-    update.validate_resources(resources, where)
+    return update.validate_resources(resources, where)

@@ -16,11 +16,13 @@ from handcar.errors import ContainerNotRunning, HandcarError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
-    from handcar.cgroups import Manager
+    from handcar.cgroups.types import CgroupManager, OomEvents
     from handcar.cli.main import Invocation
     from handcar.runtime.state import ContainerState
+    from handcar.spec.types import LinuxResources
 
 
 def _load(inv: Invocation, lock: bool = True) -> ContainerState:
@@ -32,7 +34,7 @@ def _load(inv: Invocation, lock: bool = True) -> ContainerState:
     return state
 
 
-def _manager(state: ContainerState) -> Manager:
+def _manager(state: ContainerState) -> CgroupManager:
     from handcar.cgroups import from_paths
 
     paths: dict[str, str] = state.data.get("cgroup_paths") or {}
@@ -82,7 +84,7 @@ def cmd_resume(inv: Invocation) -> int:
 # --- update -----------------------------------------------------------------------------
 
 
-def _read_resources(source: str) -> dict[str, Any]:
+def _read_resources(source: str) -> LinuxResources:
     from handcar.cgroups import validate_resources
 
     if source == "-":
@@ -96,14 +98,13 @@ def _read_resources(source: str) -> dict[str, Any]:
     value = jsonio.loads(raw, "--resources")
     if value is None:
         return {}
-    validate_resources(value, "--resources")
-    assert isinstance(value, dict)
+    resources = validate_resources(value, "--resources")
     # runc update never reprograms the device policy: it keeps the one made at create.
-    value.pop("devices", None)
-    return value
+    resources.pop("devices", None)
+    return resources
 
 
-def update_resources(inv: Invocation) -> dict[str, Any]:
+def update_resources(inv: Invocation) -> LinuxResources:
     """The partial linux.resources an `update` command line asks for, validated."""
     source = inv.flag("resources")
     if source:
@@ -121,10 +122,11 @@ def update_resources(inv: Invocation) -> dict[str, Any]:
     return resources
 
 
-def merge_resources(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_resources(current: Mapping[str, Any], update: Mapping[str, Any]) -> LinuxResources:
     """`update` folded into the stored linux.resources: objects are merged key by key,
-    hugepage limits by page size, anything else replaced."""
-    merged = dict(current)
+    hugepage limits by page size, anything else replaced. Both are checked resources, and
+    so is what this returns."""
+    merged: Any = dict(current)
     for key, value in update.items():
         old = merged.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
@@ -134,7 +136,8 @@ def merge_resources(current: dict[str, Any], update: dict[str, Any]) -> dict[str
             merged[key] = [x for x in old if x.get("pageSize") not in sizes] + list(value)
         else:
             merged[key] = value
-    return merged
+    result: LinuxResources = merged
+    return result
 
 
 def cmd_update(inv: Invocation) -> int:
@@ -285,14 +288,14 @@ def _open_pidfd(state: ContainerState) -> int:
     return pidfd
 
 
-def _stream(state: ContainerState, manager: Manager, interval: float) -> None:
+def _stream(state: ContainerState, manager: CgroupManager, interval: float) -> None:
     import select
     import time
 
     from handcar.cgroups import CgroupError
 
     try:
-        watcher: Any = manager.oom_events()
+        watcher: OomEvents | None = manager.oom_events()
     except (CgroupError, OSError):
         watcher = None  # no memory controller: stats only
     pidfd = _open_pidfd(state)
@@ -333,7 +336,7 @@ def _stream(state: ContainerState, manager: Manager, interval: float) -> None:
             os.close(pidfd)
 
 
-def _emit_ooms(container_id: str, watcher: Any) -> None:
+def _emit_ooms(container_id: str, watcher: OomEvents) -> None:
     count = watcher.wait(0)
     for _ in range(count):
         _write(_event("oom", container_id))
