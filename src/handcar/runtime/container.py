@@ -21,7 +21,7 @@ from handcar.runtime.state import ContainerState, StateStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import RuncState, Spec
 
 DEFAULT_ROOT = "/run/handcar"
 
@@ -40,9 +40,7 @@ class Runtime:
 
     # ---- create --------------------------------------------------------------------------
 
-    def create(
-        self, container_id: str, options: CreateOptions, config: dict[str, Any] | None = None
-    ) -> int:
+    def create(self, container_id: str, options: CreateOptions, config: Spec | None = None) -> int:
         """Create the container; return the init's host pid once it blocks on exec.fifo.
 
         `config` is the bundle's config.json when the caller has already loaded it.
@@ -70,10 +68,10 @@ class Runtime:
         if state.config.get("hooks"):
             run_hooks(state, "poststart", "running", fatal=False)
 
-    def state(self, container_id: str) -> dict[str, Any]:
+    def state(self, container_id: str) -> RuncState:
         return describe(self.store.load(container_id, lock=False))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[RuncState]:
         states = []
         for container_id in self.store.ids():
             try:

@@ -6,11 +6,15 @@ imports `typing`, which the hot paths must not load). The names follow the runti
 package (specs-go) so that runc's and crun's code reads alongside.
 
 A config typed `Spec` is one that passed handcar's validation (spec.validate, the resources
-and seccomp checks): `Required[...]` marks a key that is then always present. That differs
-from the JSON schema in two ways, each listed in tests/unit/test_spec_types.py:
+and seccomp checks). `Required[...]` marks a key that is then always present; where that
+differs from the JSON schema, tests/unit/test_spec_types.py lists the case and its reason:
 - a key the schema requires but handcar accepts without (`ociVersion`, `process.cwd`, ...) is
   not Required here, so the code has to `.get()` it with handcar's default;
-- a key handcar requires though the schema does not (`process.args`, ...) is Required.
+- a key handcar always has though the schema does not require it (a throttle's `rate`, the
+  state's `pid`) is Required;
+- `root`, `root.path`, `process` and `process.args` are validated present yet not Required:
+  the code reaches them as `config.get("root") or {}`, and a Required key would make that
+  `{}` ill-typed (and a record saved before its config holds `{}`).
 Enumerations are `Literal`s holding at least the schema's values (handcar accepts a few more,
 as runc does: the recursive rootfs propagations, the "paused" status).
 
@@ -22,6 +26,9 @@ from typing import Literal, Required, TypedDict
 
 # ---- shared definitions (defs.json, defs-linux.json) ------------------------------------------
 
+HookKind = Literal[
+    "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"
+]
 NamespaceType = Literal["mount", "pid", "network", "uts", "ipc", "user", "cgroup", "time"]
 # The schema lists the four plain propagations; runc and handcar accept the recursive ones too.
 RootfsPropagation = Literal[
@@ -159,7 +166,7 @@ class Hooks(TypedDict, total=False):
 
 
 class Root(TypedDict, total=False):
-    path: Required[str]  # relative to the bundle, or absolute
+    path: str  # relative to the bundle, or absolute; validated present
     readonly: bool
 
 
@@ -221,7 +228,7 @@ class CPUAffinity(TypedDict, total=False):
 
 
 class Process(TypedDict, total=False):
-    args: Required[list[str]]  # handcar, like runc on Linux, needs a non-empty args
+    args: list[str]  # validated non-empty, as runc does on Linux
     commandLine: str  # Windows only
     consoleSize: Box
     cwd: str  # required by the schema; handcar starts in "/" without it
@@ -288,6 +295,15 @@ class LinuxThrottleDevice(TypedDict):
     major: int
     minor: int
     rate: int  # the schema leaves it optional; handcar's validation requires it
+
+
+# The LinuxBlockIO keys holding LinuxThrottleDevice lists.
+ThrottleKey = Literal[
+    "throttleReadBpsDevice",
+    "throttleWriteBpsDevice",
+    "throttleReadIOPSDevice",
+    "throttleWriteIOPSDevice",
+]
 
 
 class LinuxBlockIO(TypedDict, total=False):
@@ -439,8 +455,6 @@ class Spec(TypedDict, total=False):
     hostname: str
     domainname: str
     mounts: list[Mount]
-    # Validation requires both, but not Required: the record of a create killed before it
-    # saved the config holds {} (ContainerState.config), and `delete --force` reads that.
     root: Root
     process: Process
     linux: Linux
