@@ -58,10 +58,12 @@ NOT_REQUIRED_BY_HANDCAR = {
     ("Box", "height"),  # 0: the pty keeps its size
     ("Box", "width"),
     ("LinuxPids", "limit"),  # no limit
+    # Validated present, but reached as `config.get("root") or {}`: Required would make that
+    # {} ill-typed.
+    ("Root", "path"),
 }
 # Keys handcar always has (validated, or always written) that the schema leaves optional.
 REQUIRED_BY_HANDCAR = {
-    ("Process", "args"),  # Linux needs a program to run; runc refuses an empty args too
     ("LinuxThrottleDevice", "rate"),  # a throttle without a rate means nothing
     ("State", "pid"),  # 0 once stopped
     ("RuncState", "pid"),
@@ -264,10 +266,16 @@ def test_the_comparison_catches_a_model_behind_the_schema() -> None:
     assert any(p.startswith("Short.namespaces[].type: the model's Literal lacks") for p in problems)
 
 
+# Modules for type checking only; they may import each other freely.
+TYPING_MODULES = ("handcar.spec.types", "handcar.cgroups.types")
+
+
 def _typing_only_violations(module: str, root: Path = SRC) -> list[str]:
     """Imports of `module` that would run: anywhere but under `if TYPE_CHECKING:`."""
     problems = []
     for path in sorted((root / "handcar").rglob("*.py")):
+        if ".".join(path.relative_to(root).with_suffix("").parts) in TYPING_MODULES:
+            continue
         tree = ast.parse(path.read_text())
         guarded: set[int] = set()
         for node in ast.walk(tree):
@@ -289,7 +297,7 @@ def _typing_only_violations(module: str, root: Path = SRC) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("module", ["handcar.spec.types", "handcar.cgroups.types"])
+@pytest.mark.parametrize("module", TYPING_MODULES)
 def test_the_typing_modules_are_imported_for_type_checking_only(module: str) -> None:
     assert _typing_only_violations(module) == []
 
