@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from handcar.runtime.container import Runtime
+
     Handler = Callable[["Invocation"], int]
 
 # flag name -> (short alias, kind, help); kind is "bool", "value", "int" or "list"
@@ -371,7 +373,7 @@ class Invocation:
     def flag(self, name: str, default: Any = None) -> Any:
         return self.flags.get(name, default)
 
-    def runtime(self) -> Any:
+    def runtime(self) -> Runtime:
         from handcar.runtime.container import DEFAULT_ROOT, Runtime
 
         rootless = self.globals.get("rootless", "auto")
