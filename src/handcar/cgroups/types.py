@@ -2,7 +2,8 @@
 
 For type checking only: import this module under `if TYPE_CHECKING:`, never at run time (it
 imports `typing`). `Manager` (handcar.cgroups.manager) and both of its kinds implement it;
-the runtime, the CLI and the tests hold a manager through this interface.
+the runtime and the CLI hold a manager through this interface, so mypy checks every call
+they make against it.
 """
 
 from typing import Any, Protocol, TypedDict
@@ -38,7 +39,7 @@ class CgroupManager(Protocol):
 
     @property
     def layout(self) -> str:
-        """ "v1", "hybrid" or "v2"."""
+        """The host's cgroup layout: v1, hybrid or v2."""
 
     def paths(self) -> dict[str, str]:
         """{controller: absolute directory}; the cgroup2 directory is under the key ""."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from handcar.spec.types import LinuxCapabilities, Process, User
 
     # The config's Process, or exec's working copy of one: a plain dict, since it carries the
-    # runtime's signal mask under a private key until the exec'd process takes it out.
+    # signal mask to restore under a private key until the joiner's child takes it out.
     ProcessObject = Process | dict[str, Any]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
