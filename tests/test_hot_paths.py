@@ -24,6 +24,9 @@ FORBIDDEN = {
     "asyncio",
     "tempfile",
     "shutil",
+    # The typed model is for type checking only.
+    "handcar.spec.types",
+    "handcar.cgroups.types",
 }
 
 

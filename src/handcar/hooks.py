@@ -16,10 +16,10 @@ from handcar.errors import HandcarError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import Hook, HookKind, Spec, State, Status
 
 
-def _spawn(hook: dict[str, Any], stdin_data: bytes) -> tuple[int, int, int]:
+def _spawn(hook: Hook, stdin_data: bytes) -> tuple[int, int, int]:
     """Fork and exec the hook; return (pid, stdin write end, output read end)."""
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -45,7 +45,7 @@ def _spawn(hook: dict[str, Any], stdin_data: bytes) -> tuple[int, int, int]:
     return pid, in_w, out_r
 
 
-def run_hook(hook: dict[str, Any], state_json: bytes, where: str) -> None:
+def run_hook(hook: Hook, state_json: bytes, where: str) -> None:
     """Run one hook to completion; raise HandcarError naming `where` when it fails."""
     pid, _, out_r = _spawn(hook, state_json)
     timeout = hook.get("timeout")
@@ -80,13 +80,13 @@ def run_hook(hook: dict[str, Any], state_json: bytes, where: str) -> None:
 
 
 def container_state_json(
-    config: dict[str, Any], container_id: str, status: str, pid: int, bundle: str
+    config: Spec, container_id: str, status: Status, pid: int, bundle: str
 ) -> bytes:
     """The state for hooks run inside the container (createContainer, startContainer): there
     the spec wants the pid as the container sees it."""
     from handcar import OCI_VERSION
 
-    result: dict[str, Any] = {
+    result: State = {
         "ociVersion": config.get("ociVersion", OCI_VERSION),
         "id": container_id,
         "status": status,
@@ -98,7 +98,7 @@ def container_state_json(
     return jsonio.dumps(result).encode()
 
 
-def run_hook_list(hooks: list[dict[str, Any]], kind: str, state_json: bytes, fatal: bool) -> None:
+def run_hook_list(hooks: list[Hook], kind: HookKind, state_json: bytes, fatal: bool) -> None:
     for index, hook in enumerate(hooks):
         where = f"hooks.{kind}[{index}] ({hook['path']})"
         try:

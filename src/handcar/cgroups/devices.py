@@ -16,7 +16,7 @@ from handcar.cgroups.fs import CgroupError, read_optional, write_file
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import LinuxDeviceCgroup
 
 WILDCARD = -1
 FIELD = "linux.resources.devices"
@@ -74,7 +74,7 @@ def _letters(bits: set[str]) -> str:
 
 
 def parse_rules(
-    rules: list[dict[str, Any]], field: str = FIELD
+    rules: list[LinuxDeviceCgroup], field: str = FIELD
 ) -> list[tuple[str, int, int, str, bool]]:
     """OCI rules as (type, major, minor, access, allow); a missing major or minor is `*`."""
     parsed = []
@@ -97,7 +97,7 @@ def parse_rules(
     return parsed
 
 
-def container_policy(rules: list[dict[str, Any]] | None) -> Policy:
+def container_policy(rules: list[LinuxDeviceCgroup] | None) -> Policy:
     """The policy runc gives a container: the config's rules, then runc's default devices."""
     policy = Policy()
     for kind, major, minor, access, allow in parse_rules(rules or []):

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from handcar.cgroups.oom import OomWatcher
+    from handcar.cgroups.types import ManagerState
+    from handcar.spec.types import LinuxResources
 
 # The key of the cgroup2 directory in `paths()`, as in runc's state and /proc/PID/cgroup.
 UNIFIED = ""
@@ -69,7 +71,7 @@ class Manager:
         """The directories create() made (outermost first), to save in state for destroy()."""
         return list(self._created or [])
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> ManagerState:
         """Everything `from_paths()` needs, as JSON-ready data."""
         return {"layout": self.layout, "paths": self.paths(), "created": self.created()}
 
@@ -197,7 +199,7 @@ class Manager:
 
     # --- limits, stats and events (lazily imported) ------------------------------------
 
-    def apply(self, resources: dict[str, Any], *, devices: bool | None = None) -> None:
+    def apply(self, resources: LinuxResources, *, devices: bool | None = None) -> None:
         """Apply OCI `linux.resources`. Validate first (validate_resources) for clear errors.
 
         `devices` says whether to program the device policy: True at create (runc's default
@@ -270,7 +272,7 @@ class V1Manager(Manager):
         state = read_optional(path + "/freezer.state")
         return state is not None and state.strip() in ("FROZEN", "FREEZING")
 
-    def apply(self, resources: dict[str, Any], *, devices: bool | None = None) -> None:
+    def apply(self, resources: LinuxResources, *, devices: bool | None = None) -> None:
         from handcar.cgroups import v1
 
         if devices is None:
@@ -320,7 +322,7 @@ class V2Manager(Manager):
         text = read_optional(self._dirs[UNIFIED] + "/cgroup.freeze")
         return text is not None and text.strip() == "1"
 
-    def apply(self, resources: dict[str, Any], *, devices: bool | None = None) -> None:
+    def apply(self, resources: LinuxResources, *, devices: bool | None = None) -> None:
         from handcar.cgroups import v2
 
         if devices is None:

@@ -12,6 +12,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from handcar.spec.types import LinuxResources
+
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
 
@@ -85,7 +87,7 @@ def _parse(kind: str, text: str) -> object:
     return text
 
 
-def resources_from_update_flags(flags: dict[str, str]) -> dict[str, Any]:
+def resources_from_update_flags(flags: dict[str, str]) -> LinuxResources:
     """Turn runc update's flags ({"memory": "100m", ...}, with or without leading dashes)
     into a partial `linux.resources`; empty values are ignored, as runc ignores them."""
     resources: dict[str, Any] = {}
@@ -103,8 +105,7 @@ def resources_from_update_flags(flags: dict[str, str]) -> dict[str, Any]:
         except ValueError as err:
             raise CgroupError(f"--{name}: invalid value {text!r}: {err}") from None
         resources.setdefault(section, {})[key] = value
-    validate_resources(resources, "update flags")
-    return resources
+    return validate_resources(resources, "update flags")
 
 
 # --- validation of linux.resources JSON --------------------------------------------------
@@ -141,10 +142,11 @@ _WEIGHT_DEVICE = {"major": _INT, "minor": _INT, "weight": _UINT, "leafWeight": _
 _DEVICE = {"allow": _BOOL, "type": _STR, "major": _INT, "minor": _INT, "access": _STR}
 
 
-def validate_resources(resources: object, where: str = "linux.resources") -> None:
+def validate_resources(resources: object, where: str = "linux.resources") -> LinuxResources:
     """Check the shape and ranges of a `linux.resources` object; raise CgroupError naming the
-    JSON path of the first bad value. Unknown keys are errors too, to catch typos."""
-    obj = _object(resources, where)
+    JSON path of the first bad value. Unknown keys are errors too, to catch typos. Returns
+    `resources` itself, now known to be LinuxResources."""
+    obj: Any = _object(resources, where)
     known = ("memory", "cpu", "pids", "blockIO", "hugepageLimits", "network", "rdma")
     for key in obj:
         if key not in (*known, "unified", "devices"):
@@ -175,6 +177,8 @@ def validate_resources(resources: object, where: str = "linux.resources") -> Non
             )
     for i, rule in enumerate(_list(obj.get("devices"), f"{where}.devices")):
         _validate_device(rule, f"{where}.devices[{i}]")
+    checked: LinuxResources = obj
+    return checked
 
 
 def _object(value: object, where: str) -> dict[str, Any]:

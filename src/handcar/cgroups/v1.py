@@ -14,13 +14,24 @@ from handcar.cgroups.fs import CgroupError, read_uint, write_file
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import (
+        LinuxBlockIO,
+        LinuxCPU,
+        LinuxDeviceCgroup,
+        LinuxHugepageLimit,
+        LinuxMemory,
+        LinuxNetwork,
+        LinuxPids,
+        LinuxRdma,
+        LinuxResources,
+        ThrottleKey,
+    )
 
 R = "linux.resources."
 UNIFIED = ""
 
 
-def apply(dirs: dict[str, str], resources: dict[str, Any], devices: bool) -> None:
+def apply(dirs: dict[str, str], resources: LinuxResources, devices: bool) -> None:
     cpu = resources.get("cpu") or {}
     _cpuset(dirs, cpu)
     if devices:
@@ -49,7 +60,7 @@ def _set(path: str, name: str, value: object, field: str) -> None:
     write_file(path, name, str(value), R + field, value)
 
 
-def _cpuset(dirs: dict[str, str], cpu: dict[str, Any]) -> None:
+def _cpuset(dirs: dict[str, str], cpu: LinuxCPU) -> None:
     for key in ("cpus", "mems"):
         value = cpu.get(key)
         if value:
@@ -57,14 +68,14 @@ def _cpuset(dirs: dict[str, str], cpu: dict[str, Any]) -> None:
             _set(path, "cpuset." + key, value, "cpu." + key)
 
 
-def _devices(dirs: dict[str, str], rules: list[dict[str, Any]] | None) -> None:
+def _devices(dirs: dict[str, str], rules: list[LinuxDeviceCgroup] | None) -> None:
     from handcar.cgroups import devices
 
     path = _need(dirs, "devices", "devices", True)
     devices.apply_v1(path, devices.container_policy(rules))
 
 
-def _check_usage(path: str, memory: dict[str, Any]) -> None:
+def _check_usage(path: str, memory: LinuxMemory) -> None:
     """checkBeforeUpdate: refuse a limit below what the cgroup already uses (runc 1.2)."""
     limit = memory.get("limit") or 0
     swap = memory.get("swap") or 0
@@ -76,7 +87,7 @@ def _check_usage(path: str, memory: dict[str, Any]) -> None:
         raise CgroupError(f"{R}memory.swap: {swap}: rejecting swap limit below usage {total}")
 
 
-def _memory(path: str, memory: dict[str, Any]) -> None:
+def _memory(path: str, memory: LinuxMemory) -> None:
     if not path or not memory:
         return
     if memory.get("checkBeforeUpdate"):
@@ -112,12 +123,12 @@ def _memory(path: str, memory: dict[str, Any]) -> None:
         _set(path, "memory.use_hierarchy", 1, "memory.useHierarchy")
 
 
-def _cpu_fields(cpu: dict[str, Any]) -> bool:
+def _cpu_fields(cpu: LinuxCPU) -> bool:
     keys = ("shares", "quota", "period", "burst", "realtimeRuntime", "realtimePeriod", "idle")
     return any(cpu.get(k) not in (None, 0) for k in keys)
 
 
-def _cpu(path: str, cpu: dict[str, Any]) -> None:
+def _cpu(path: str, cpu: LinuxCPU) -> None:
     if not path or not cpu:
         return
     shares = cpu.get("shares") or 0
@@ -159,7 +170,7 @@ def _quota_and_period(path: str, quota: int, period: int) -> None:
         _set(path, "cpu.cfs_period_us", period, "cpu.period")
 
 
-def _pids(dirs: dict[str, str], pids: dict[str, Any]) -> None:
+def _pids(dirs: dict[str, str], pids: LinuxPids) -> None:
     limit = pids.get("limit") or 0
     if not limit:
         return
@@ -167,7 +178,7 @@ def _pids(dirs: dict[str, str], pids: dict[str, Any]) -> None:
     write_file(path, "pids.max", str(limit) if limit > 0 else "max", R + "pids.limit", limit)
 
 
-def _blkio(dirs: dict[str, str], blkio: dict[str, Any]) -> None:
+def _blkio(dirs: dict[str, str], blkio: LinuxBlockIO) -> None:
     if not any(blkio.values()):
         return
     path = _need(dirs, "blkio", "blockIO", True)
@@ -199,12 +210,12 @@ def _blkio(dirs: dict[str, str], blkio: dict[str, Any]) -> None:
                 device["leafWeight"],
             )
     for key, name in THROTTLES:
-        for i, device in enumerate(blkio.get(key) or []):
-            text = f"{device['major']}:{device['minor']} {device['rate']}"
+        for i, throttle in enumerate(blkio.get(key) or []):
+            text = f"{throttle['major']}:{throttle['minor']} {throttle['rate']}"
             write_file(path, "blkio.throttle." + name, text, f"{R}blockIO.{key}[{i}]", text)
 
 
-THROTTLES = (
+THROTTLES: tuple[tuple[ThrottleKey, str], ...] = (
     ("throttleReadBpsDevice", "read_bps_device"),
     ("throttleWriteBpsDevice", "write_bps_device"),
     ("throttleReadIOPSDevice", "read_iops_device"),
@@ -212,7 +223,7 @@ THROTTLES = (
 )
 
 
-def _hugetlb(dirs: dict[str, str], limits: list[dict[str, Any]]) -> None:
+def _hugetlb(dirs: dict[str, str], limits: list[LinuxHugepageLimit]) -> None:
     if not limits:
         return
     path = dirs.get("hugetlb")
@@ -235,7 +246,7 @@ def _hugetlb(dirs: dict[str, str], limits: list[dict[str, Any]]) -> None:
     v2.hugetlb(unified, limits)
 
 
-def _network(dirs: dict[str, str], network: dict[str, Any]) -> None:
+def _network(dirs: dict[str, str], network: LinuxNetwork) -> None:
     class_id = network.get("classID")
     if class_id:
         path = _need(dirs, "net_cls", "network.classID", class_id)
@@ -247,7 +258,7 @@ def _network(dirs: dict[str, str], network: dict[str, Any]) -> None:
         write_file(path, "net_prio.ifpriomap", text, R + field, text)
 
 
-def _rdma(dirs: dict[str, str], rdma: dict[str, Any]) -> None:
+def _rdma(dirs: dict[str, str], rdma: dict[str, LinuxRdma]) -> None:
     for device, limits in rdma.items():
         field = f"rdma.{device}"
         path = _need(dirs, "rdma", field, True)

@@ -22,7 +22,17 @@ from handcar.cgroups.fs import CgroupError, read_uint, write_file
 # typing is not imported at run time (it costs milliseconds on every container start).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import (
+        LinuxBlockIO,
+        LinuxCPU,
+        LinuxHugepageLimit,
+        LinuxMemory,
+        LinuxNetwork,
+        LinuxPids,
+        LinuxRdma,
+        LinuxResources,
+        ThrottleKey,
+    )
 
 R = "linux.resources."
 MAX_UINT64 = 0xFFFFFFFFFFFFFFFF
@@ -71,7 +81,7 @@ def _set(path: str, name: str, value: str, field: str, shown: object) -> None:
     write_file(path, name, value, R + field, shown)
 
 
-def apply(path: str, resources: dict[str, Any], devices: bool) -> None:
+def apply(path: str, resources: LinuxResources, devices: bool) -> None:
     cpu = resources.get("cpu") or {}
     for key in ("cpus", "mems"):
         if cpu.get(key):
@@ -99,7 +109,7 @@ def _check_usage(path: str, limit: int, swap: int) -> None:
         raise CgroupError(f"{R}memory.swap: {swap}: rejecting swap limit below usage {total}")
 
 
-def _memory(path: str, memory: dict[str, Any]) -> None:
+def _memory(path: str, memory: LinuxMemory) -> None:
     limit = memory.get("limit") or 0
     swap = memory.get("swap") or 0
     reservation = memory.get("reservation") or 0
@@ -123,13 +133,13 @@ def _memory(path: str, memory: dict[str, Any]) -> None:
         _set(path, "memory.low", _max(reservation), "memory.reservation", reservation)
 
 
-def _pids(path: str, pids: dict[str, Any]) -> None:
+def _pids(path: str, pids: LinuxPids) -> None:
     limit = pids.get("limit") or 0
     if limit:
         _set(path, "pids.max", str(limit) if limit > 0 else "max", "pids.limit", limit)
 
 
-def _cpu(path: str, cpu: dict[str, Any]) -> None:
+def _cpu(path: str, cpu: LinuxCPU) -> None:
     for key in ("realtimeRuntime", "realtimePeriod"):
         if cpu.get(key):
             raise CgroupError(
@@ -156,7 +166,7 @@ def _cpu(path: str, cpu: dict[str, Any]) -> None:
         _set(path, "cpu.max.burst", str(burst), "cpu.burst", burst)
 
 
-def _io(path: str, blkio: dict[str, Any]) -> None:
+def _io(path: str, blkio: LinuxBlockIO) -> None:
     if not any(blkio.values()):
         return
     if blkio.get("leafWeight"):
@@ -181,12 +191,12 @@ def _io(path: str, blkio: dict[str, Any]) -> None:
             text = f"{device['major']}:{device['minor']} {value}"
             _set(path, "io.bfq.weight" if bfq else "io.weight", text, field, text)
     for key, name in THROTTLES:
-        for i, device in enumerate(blkio.get(key) or []):
-            text = f"{device['major']}:{device['minor']} {name}={device['rate']}"
+        for i, throttle in enumerate(blkio.get(key) or []):
+            text = f"{throttle['major']}:{throttle['minor']} {name}={throttle['rate']}"
             _set(path, "io.max", text, f"blockIO.{key}[{i}]", text)
 
 
-THROTTLES = (
+THROTTLES: tuple[tuple[ThrottleKey, str], ...] = (
     ("throttleReadBpsDevice", "rbps"),
     ("throttleWriteBpsDevice", "wbps"),
     ("throttleReadIOPSDevice", "riops"),
@@ -194,7 +204,7 @@ THROTTLES = (
 )
 
 
-def hugetlb(path: str, limits: list[dict[str, Any]]) -> None:
+def hugetlb(path: str, limits: list[LinuxHugepageLimit]) -> None:
     for i, limit in enumerate(limits):
         size, value = limit.get("pageSize"), limit.get("limit")
         field = f"hugepageLimits[{i}]"
@@ -204,13 +214,13 @@ def hugetlb(path: str, limits: list[dict[str, Any]]) -> None:
             _set(path, f"hugetlb.{size}.rsvd.max", str(value), field, f"{size}={value}")
 
 
-def _rdma(path: str, rdma: dict[str, Any]) -> None:
+def _rdma(path: str, rdma: dict[str, LinuxRdma]) -> None:
     for device, limits in rdma.items():
         text = rdma_line(device, limits)
         _set(path, "rdma.max", text, f"rdma.{device}", text)
 
 
-def _network(network: dict[str, Any]) -> None:
+def _network(network: LinuxNetwork) -> None:
     if network.get("classID") or network.get("priorities"):
         raise CgroupError(
             f"{R}network: net_cls and net_prio do not exist on cgroup v2 (use an eBPF program)"
@@ -231,7 +241,7 @@ def unified(path: str, values: dict[str, str]) -> None:
         _set(path, key, str(value), field, value)
 
 
-def rdma_line(device: str, limits: dict[str, Any]) -> str:
+def rdma_line(device: str, limits: LinuxRdma) -> str:
     parts = [device]
     if limits.get("hcaHandles") is not None:
         parts.append(f"hca_handle={limits['hcaHandles']}")

@@ -14,9 +14,8 @@ from handcar.errors import HandcarError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from handcar.cli.main import Invocation
+    from handcar.spec.types import LinuxResources
 
 
 def _write(text: str) -> None:
@@ -50,7 +49,7 @@ def _read_source(source: str) -> bytes:
         raise HandcarError(f"open {source}: {(err.strerror or str(err)).lower()}") from None
 
 
-def update_resources(inv: Invocation) -> dict[str, Any]:
+def update_resources(inv: Invocation) -> LinuxResources:
     """The partial linux.resources an `update` command line asks for, validated."""
     from handcar.runtime import resources
 

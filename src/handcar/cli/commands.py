@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from handcar.cli.main import Invocation
     from handcar.runtime.lifecycle import CreateOptions
+    from handcar.spec.types import RuncState
 
 
 def _out(text: str) -> None:
@@ -91,7 +92,7 @@ def cmd_list(inv: Invocation) -> int:
     return 0
 
 
-def _table(states: list[dict[str, Any]]) -> str:
+def _table(states: list[RuncState]) -> str:
     """runc's tabwriter layout: every column but the last at least 12 wide, padded by 3."""
     header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
     rows = [header] + [

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from handcar import linux
     from handcar.init.plan import InitPlan
+    from handcar.spec.types import Process, Spec
 else:
     # Imported by the children, not the runtime: ctypes then loads while the runtime makes
     # the cgroups, instead of before the fork.
@@ -189,7 +190,7 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     from handcar.init import rootfs as rootfs_mod
 
     config = plan.config
-    process: dict[str, Any] = config["process"]
+    process: Process = config["process"]
     listener = plan.seccomp is not None and plan.seccomp.needs_listener
     if listener:
         import handcar.init.listener  # noqa: F401 - out of reach once the rootfs is pivoted
@@ -266,7 +267,7 @@ def _cgroup_mounter(in_cgroupns: bool) -> Any:
     return mount
 
 
-def _write_sysctls(config: dict[str, Any]) -> None:
+def _write_sysctls(config: Spec) -> None:
     for key, value in ((config.get("linux") or {}).get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
@@ -308,7 +309,7 @@ def _wait_for_start(fifo_fd: int, plan: InitPlan) -> None:
 
 
 def _exec_user_process(plan: InitPlan) -> NoReturn:
-    process: dict[str, Any] = plan.config["process"]
+    process: Process = plan.config["process"]
     env = process.get("env", [])
     try:
         if plan.seccomp is not None and process.get("noNewPrivileges"):

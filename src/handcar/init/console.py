@@ -18,16 +18,14 @@ from handcar.sync import send_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import Box
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def attach_console(
-    console_socket: int, size: dict[str, Any] | None, bind_console: bool = True
-) -> None:
+def attach_console(console_socket: int, size: Box | None, bind_console: bool = True) -> None:
     """Make a pty (from this mount namespace's /dev/ptmx), send its master, take the slave as
     stdio and controlling terminal; the init also binds it over /dev/console, exec does not."""
     if console_socket < 0:

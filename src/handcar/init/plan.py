@@ -10,6 +10,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from handcar.spec.types import Spec
     from handcar.sync import Channel
 
 
@@ -36,7 +37,7 @@ class InitPlan:
         "idmap_fds",
     )
 
-    def __init__(self, container_id: str, config: dict[str, Any], bundle: str, rootfs: str) -> None:
+    def __init__(self, container_id: str, config: Spec, bundle: str, rootfs: str) -> None:
         self.container_id = container_id
         self.config = config
         self.bundle = bundle

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from handcar.spec.types import LinuxCapabilities, Process, User
+
+    # The config's Process, or exec's working copy of one: a plain dict, since it carries the
+    # signal mask to restore under a private key until the joiner's child takes it out.
+    ProcessObject = Process | dict[str, Any]
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -60,7 +66,7 @@ def find_executable(name: str, env: list[str]) -> str:
     raise HandcarError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def set_rlimits(process: dict[str, Any], where: str = "process") -> None:
+def set_rlimits(process: ProcessObject, where: str = "process") -> None:
     for i, rlimit in enumerate(process.get("rlimits", [])):
         kind = rlimit["type"]
         try:
@@ -75,7 +81,7 @@ def set_rlimits(process: dict[str, Any], where: str = "process") -> None:
             ) from None
 
 
-def set_oom_score_adj(process: dict[str, Any], where: str = "process") -> None:
+def set_oom_score_adj(process: ProcessObject, where: str = "process") -> None:
     if "oomScoreAdj" not in process:
         return
     value = process["oomScoreAdj"]
@@ -86,7 +92,7 @@ def set_oom_score_adj(process: dict[str, Any], where: str = "process") -> None:
         raise HandcarError(f"{where}.oomScoreAdj: cannot set {value}: {_errtext(err)}") from None
 
 
-def check_lsm(process: dict[str, Any], where: str = "process") -> None:
+def check_lsm(process: ProcessObject, where: str = "process") -> None:
     """This host has no AppArmor or SELinux: a profile or label cannot be honoured."""
     if process.get("apparmorProfile") and not os.path.exists("/sys/kernel/security/apparmor"):
         raise HandcarError(f"{where}.apparmorProfile: apparmor is not enabled on this system")
@@ -97,7 +103,7 @@ def check_lsm(process: dict[str, Any], where: str = "process") -> None:
 class CapabilitySets:
     __slots__ = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
-    def __init__(self, caps: dict[str, list[str]] | None) -> None:
+    def __init__(self, caps: LinuxCapabilities | None) -> None:
         caps = caps or {}
         self.bounding = capability_mask(caps.get("bounding", []))
         self.effective = capability_mask(caps.get("effective", []))
@@ -113,7 +119,7 @@ def drop_bounding_set(sets: CapabilitySets) -> None:
             linux.bounding_drop(cap)
 
 
-def set_user(user: dict[str, Any], where: str = "process") -> None:
+def set_user(user: User, where: str = "process") -> None:
     uid = user.get("uid", 0)
     gid = user.get("gid", 0)
     gids = user.get("additionalGids")
@@ -134,7 +140,7 @@ def _setgroups_denied() -> bool:
         return False
 
 
-def apply_identity(process: dict[str, Any], where: str = "process") -> None:
+def apply_identity(process: ProcessObject, where: str = "process") -> None:
     """Bounding set, then the user with capabilities kept across setuid, then the cap sets."""
     sets = CapabilitySets(process.get("capabilities"))
     if linux.capget()[0] & (1 << CAP_SETPCAP):
@@ -156,7 +162,7 @@ def apply_identity(process: dict[str, Any], where: str = "process") -> None:
     os.umask(0o022 if umask is None else umask)
 
 
-def enter_cwd(process: dict[str, Any], where: str = "process") -> None:
+def enter_cwd(process: ProcessObject, where: str = "process") -> None:
     """chdir to process.cwd and prove it lies inside the container's root.
 
     A leaked host directory fd used as cwd (CVE-2024-21626) would leave getcwd() unreachable.
@@ -211,12 +217,12 @@ def close_fds_from(first: int, keep: set[int]) -> None:
                 pass
 
 
-def uses_security_settings(process: dict[str, Any]) -> bool:
+def uses_security_settings(process: ProcessObject) -> bool:
     return "personality" in process or "scheduler" in process or "ioPriority" in process
 
 
 def prepare(
-    process: dict[str, Any],
+    process: ProcessObject,
     container_id: str,
     new_keyring: bool,
     load_seccomp_early: Callable[[], None] | None,

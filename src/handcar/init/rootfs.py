@@ -17,7 +17,10 @@ from handcar.spec.mount_options import PROPAGATION_OPTIONS, MountOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from handcar.spec.types import LinuxDevice, Mount
 
 # Flags that a bind remount must keep when the kernel has locked them on the source mount.
 _LOCKABLE_FLAGS = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY
@@ -34,7 +37,7 @@ class RootfsBuilder:
 
     __slots__ = ("root", "root_fd", "config", "userns", "console_fd", "idmap_fds")
 
-    def __init__(self, root: str, config: dict[str, Any], userns: bool) -> None:
+    def __init__(self, root: str, config: Mapping[str, Any], userns: bool) -> None:
         self.root = root
         self.config = config
         self.userns = userns
@@ -108,7 +111,7 @@ class RootfsBuilder:
         for index, entry in enumerate(self.config.get("mounts", [])):
             self.mount_entry(index, entry, cgroup_mounter)
 
-    def mount_entry(self, index: int, entry: dict[str, Any], cgroup_mounter: Any = None) -> None:
+    def mount_entry(self, index: int, entry: Mount, cgroup_mounter: Any = None) -> None:
         dest = entry["destination"]
         fstype = entry.get("type", "")
         source = entry.get("source", fstype or "none")
@@ -231,7 +234,7 @@ class RootfsBuilder:
                 return entry.get("type") == "bind" or "bind" in opts or "rbind" in opts
         return False
 
-    def create_device(self, device: dict[str, Any]) -> None:
+    def create_device(self, device: LinuxDevice) -> None:
         path = device["path"]
         kind = device["type"]
         mode = device.get("fileMode", 0o666) & 0o7777
@@ -460,7 +463,7 @@ def jq(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-DEFAULT_DEVICES: tuple[dict[str, Any], ...] = (
+DEFAULT_DEVICES: tuple[LinuxDevice, ...] = (
     {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
     {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
     {"path": "/dev/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666},

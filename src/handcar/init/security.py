@@ -17,12 +17,18 @@ from handcar.spec.process_security import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
+    from handcar.spec.types import Linux
 
-def apply_process_security(process: dict[str, Any], where: str = "process") -> None:
+
+def apply_process_security(process: Mapping[str, Any], where: str = "process") -> None:
     """personality, scheduler and I/O priority, while the init still holds its capabilities
-    (an RT policy or class needs CAP_SYS_NICE / CAP_SYS_ADMIN, as under runc)."""
+    (an RT policy or class needs CAP_SYS_NICE / CAP_SYS_ADMIN, as under runc).
+
+    `process` is not typed Process: handcar reads `personality` from it, where runtime-spec
+    1.3 has `linux.personality`."""
     persona = process.get("personality")
     sched = process.get("scheduler")
     ioprio = process.get("ioPriority")
@@ -61,13 +67,14 @@ def apply_process_security(process: dict[str, Any], where: str = "process") -> N
         raise HandcarError(f"{where}.ioPriority: {err.strerror}") from None
 
 
-def write_time_offsets(linux_cfg: dict[str, Any]) -> None:
+def write_time_offsets(linux_cfg: Linux) -> None:
     """After unshare(CLONE_NEWTIME) and before the first child: the init, forked next, is the
     first process of the new time namespace and sees these offsets."""
     offsets = linux_cfg.get("timeOffsets") or {}
     lines = "".join(
-        f"{clock} {value.get('secs', 0)} {value.get('nanosecs', 0)}\n"
-        for clock, value in offsets.items()
+        f"{clock} {offsets[clock].get('secs', 0)} {offsets[clock].get('nanosecs', 0)}\n"
+        for clock in ("monotonic", "boottime")  # the clocks validation lets through
+        if clock in offsets
     )
     if not lines:
         return

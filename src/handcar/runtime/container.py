@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from handcar.runtime.exec import ExecOptions, ProcessSource
+    from handcar.spec.types import Features, LinuxResources, RuncState, Spec
 
 DEFAULT_ROOT = "/run/handcar"
 
@@ -58,9 +59,7 @@ class Runtime:
 
     # ---- create --------------------------------------------------------------------------
 
-    def create(
-        self, container_id: str, options: CreateOptions, config: dict[str, Any] | None = None
-    ) -> int:
+    def create(self, container_id: str, options: CreateOptions, config: Spec | None = None) -> int:
         """Create the container; return the init's host pid once it blocks on exec.fifo.
 
         `config` is the bundle's config.json when the caller has already loaded it.
@@ -88,10 +87,10 @@ class Runtime:
         if state.config.get("hooks"):
             run_hooks(state, "poststart", "running", fatal=False)
 
-    def state(self, container_id: str) -> dict[str, Any]:
+    def state(self, container_id: str) -> RuncState:
         return describe(self.store.load(container_id, lock=False))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[RuncState]:
         states = []
         for container_id in self.store.ids():
             try:
@@ -179,7 +178,7 @@ class Runtime:
 
         resources.resume(self.store, container_id)
 
-    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+    def update(self, container_id: str, resources: LinuxResources) -> None:
         """Apply a partial `linux.resources` to a created, running or paused container and
         keep it in the container's config. Validates every value before touching anything."""
         from handcar.cgroups.update import validate_resources
@@ -211,13 +210,13 @@ class Runtime:
 
     # ---- what the runtime and its configs can do -------------------------------------------
 
-    def features(self) -> dict[str, Any]:
+    def features(self) -> Features:
         """What this runtime supports, in the OCI features document's shape."""
         from handcar.runtime.features import features
 
         return features()
 
-    def default_spec(self, rootless: bool | None = None) -> dict[str, Any]:
+    def default_spec(self, rootless: bool | None = None) -> Spec:
         """The default config.json, as `handcar spec` writes it (rootless: `spec --rootless`;
         by default, this runtime's own rootless setting)."""
         from handcar.spec.default import default_spec

@@ -25,11 +25,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from handcar.cgroups.types import CgroupManager
+    from handcar.init.plan import InitPlan
     from handcar.runtime.container import Runtime
+    from handcar.seccomp.compile import CompiledFilter
+    from handcar.spec.types import Spec
 
 
 def create_container(
-    runtime: Runtime, container_id: str, options: CreateOptions, config: dict[str, Any] | None
+    runtime: Runtime, container_id: str, options: CreateOptions, config: Spec | None
 ) -> int:
     """Create the container; return the init's host pid once it blocks on exec.fifo."""
     bundle = os.path.abspath(options.bundle)
@@ -62,7 +66,7 @@ def create_container(
         state.unlock()
 
 
-def _validate_resources(config: dict[str, Any]) -> None:
+def _validate_resources(config: Spec) -> None:
     resources = (config.get("linux") or {}).get("resources")
     if not resources:
         return
@@ -75,7 +79,7 @@ def _validate_resources(config: dict[str, Any]) -> None:
         raise ConfigError(f"config.json: {err}") from None
 
 
-def _check_console(config: dict[str, Any], options: CreateOptions) -> None:
+def _check_console(config: Spec, options: CreateOptions) -> None:
     terminal = bool(config["process"].get("terminal"))
     if terminal and not options.console_socket and options.console_fd < 0:
         raise HandcarError(
@@ -85,7 +89,7 @@ def _check_console(config: dict[str, Any], options: CreateOptions) -> None:
         raise HandcarError("cannot use console socket if handcar will not detach or allocate tty")
 
 
-def _compile_seccomp(config: dict[str, Any]) -> Any:
+def _compile_seccomp(config: Spec) -> CompiledFilter | None:
     section = (config.get("linux") or {}).get("seccomp")
     if not section:
         return None
@@ -116,9 +120,9 @@ class _Creation:
         self,
         runtime: Runtime,
         state: ContainerState,
-        config: dict[str, Any],
+        config: Spec,
         options: CreateOptions,
-        seccomp: Any,
+        seccomp: CompiledFilter | None,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -142,7 +146,7 @@ class _Creation:
                 raise HandcarError(str(err)) from None
             raise
 
-    def _plan(self) -> Any:
+    def _plan(self) -> InitPlan:
         from handcar.init.plan import InitPlan
 
         plan = InitPlan(self.state.id, self.config, self.state.bundle, self.state.data["rootfs"])
@@ -283,7 +287,7 @@ class _Creation:
         self.state.remove()
 
 
-def _open_cgroup(runtime: Runtime, state: ContainerState, config: dict[str, Any]) -> Any:
+def _open_cgroup(runtime: Runtime, state: ContainerState, config: Spec) -> CgroupManager:
     from handcar.cgroups.manager import open_manager
 
     linux_cfg = config.get("linux") or {}

@@ -35,8 +35,12 @@ if TYPE_CHECKING:
 
     from handcar.runtime.container import Runtime
     from handcar.runtime.state import ContainerState
+    from handcar.runtime.terminal import TerminalAttach
+    from handcar.spec.types import Process
 
-    ProcessSource = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+    # A whole process object, or a builder of one from the container's own process. exec
+    # works on a plain dict: it adds the signal mask under a private key for the joiner.
+    ProcessSource = dict[str, Any] | Callable[[Process], dict[str, Any]]
 
 
 def _forwarded() -> set[int]:
@@ -76,7 +80,7 @@ class ExecOptions:
         self.preserve_fds = 0
         self.cgroup: list[str] = []
         self.ignore_paused = False
-        self.attach: Any = None  # a handcar.terminal.TerminalAttach: foreground -t without a socket
+        self.attach: TerminalAttach | None = None  # foreground -t without a socket
 
 
 # ---- the process object ------------------------------------------------------------------
@@ -129,7 +133,7 @@ class ProcessArgs:
         self.process_label = ""
         self.tty = False
 
-    def build(self, base: dict[str, Any]) -> dict[str, Any]:
+    def build(self, base: Process) -> dict[str, Any]:
         from handcar.spec.validate import Checker, check_process
 
         process: dict[str, Any] = dict(_deep_copy(base))

@@ -11,7 +11,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import Features
 
 OCI_VERSION_MIN = "1.0.0"
 
@@ -31,7 +31,8 @@ def idmap_mounts_implemented() -> bool:
     return hasattr(rootfs, "idmap_mount")
 
 
-def features() -> dict[str, Any]:
+def features() -> Features:
+    """`handcar features`' document (runtime-spec features.md, runc 1.2's field order)."""
     from handcar import OCI_VERSION, __version__
     from handcar.runtime.checkpoint import criu_usable
     from handcar.seccomp import compile as seccomp

@@ -19,14 +19,14 @@ from handcar.linux import mountapi
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import LinuxIDMapping, Mount, Spec
 
 
-def _lines(mappings: list[dict[str, int]]) -> str:
+def _lines(mappings: list[LinuxIDMapping]) -> str:
     return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings)
 
 
-def userns_fd(uid_maps: list[dict[str, int]], gid_maps: list[dict[str, int]]) -> int:
+def userns_fd(uid_maps: list[LinuxIDMapping], gid_maps: list[LinuxIDMapping]) -> int:
     """An fd of a new user namespace with these maps, held by no process."""
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -67,7 +67,7 @@ _ATTRS = (
 )
 
 
-def prepare(config: dict[str, Any], bundle: str) -> dict[int, int]:
+def prepare(config: Spec, bundle: str) -> dict[int, int]:
     """In the runtime: {mounts index: detached id-mapped tree fd} for every mapped bind mount."""
     from handcar.spec.mount_options import MountOptions
 
@@ -97,7 +97,7 @@ def prepare(config: dict[str, Any], bundle: str) -> dict[int, int]:
     return trees
 
 
-def idmapped_tree(source: str, flags: int, entry: dict[str, Any]) -> int:
+def idmapped_tree(source: str, flags: int, entry: Mount) -> int:
     """A detached clone of `source`, id-mapped per `entry`."""
     ns_fd = userns_fd(entry.get("uidMappings") or [], entry.get("gidMappings") or [])
     try:

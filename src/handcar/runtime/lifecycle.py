@@ -12,9 +12,9 @@ from handcar.errors import ContainerNotRunning, HandcarError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
+    from handcar.cgroups.types import CgroupManager
     from handcar.runtime.state import ContainerState
+    from handcar.spec.types import HookKind, RuncState, State, Status
 
 
 class CreateOptions:
@@ -67,11 +67,11 @@ def write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def describe(state: ContainerState) -> dict[str, Any]:
+def describe(state: ContainerState) -> RuncState:
     """The `state` command's object, with runc's field order."""
     status = state.status()
     config = state.config
-    result: dict[str, Any] = {
+    result: RuncState = {
         "ociVersion": config.get("ociVersion", OCI_VERSION),
         "id": state.id,
         "pid": state.pid if status != "stopped" else 0,
@@ -86,9 +86,9 @@ def describe(state: ContainerState) -> dict[str, Any]:
     return result
 
 
-def oci_state(state: ContainerState, status: str) -> dict[str, Any]:
+def oci_state(state: ContainerState, status: Status) -> State:
     """The OCI state object that hooks receive on stdin."""
-    result: dict[str, Any] = {
+    result: State = {
         "ociVersion": state.config.get("ociVersion", OCI_VERSION),
         "id": state.id,
         "status": status,
@@ -100,7 +100,8 @@ def oci_state(state: ContainerState, status: str) -> dict[str, Any]:
     return result
 
 
-def cgroup_manager(state: ContainerState) -> Any:
+def cgroup_manager(state: ContainerState) -> CgroupManager:
+    """The container's cgroup manager, reopened from the paths saved in its state."""
     from handcar.cgroups.manager import from_paths
 
     return from_paths(state.data["cgroup_paths"], state.data.get("cgroup_created"))
@@ -219,7 +220,7 @@ def signal_leftovers(state: ContainerState, signum: int) -> None:
         pass  # the cgroup is gone or emptied meanwhile
 
 
-def run_hooks(state: ContainerState, kind: str, status: str, fatal: bool) -> None:
+def run_hooks(state: ContainerState, kind: HookKind, status: Status, fatal: bool) -> None:
     """Run the config's `kind` hooks in the runtime, with the OCI state on their stdin."""
     from handcar import jsonio
     from handcar.hooks import run_hook_list

@@ -48,7 +48,7 @@ def _send_to_agent(state: ContainerState, fd: int) -> None:
     from handcar.runtime.lifecycle import oci_state
     from handcar.seccomp.notify import send_listener_fd
 
-    section = (state.config.get("linux") or {}).get("seccomp") or {}
+    section = state.config["linux"]["seccomp"]  # a listener: compile saw its listenerPath
     state_json = jsonio.dumps(oci_state(state, "creating")).encode()
     try:
         send_listener_fd(

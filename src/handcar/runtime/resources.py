@@ -13,11 +13,12 @@ from handcar.errors import ContainerNotRunning, HandcarError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Mapping
     from typing import Any
 
-    from handcar.cgroups.manager import Manager
+    from handcar.cgroups.types import CgroupManager
     from handcar.runtime.state import ContainerState, StateStore
+    from handcar.spec.types import LinuxResources
 
 
 def load(store: StateStore, container_id: str, lock: bool = True) -> ContainerState:
@@ -29,7 +30,7 @@ def load(store: StateStore, container_id: str, lock: bool = True) -> ContainerSt
     return state
 
 
-def manager_of(state: ContainerState) -> Manager:
+def manager_of(state: ContainerState) -> CgroupManager:
     from handcar.cgroups.manager import from_paths
 
     paths: dict[str, str] = state.data.get("cgroup_paths") or {}
@@ -63,7 +64,7 @@ def resume(store: StateStore, container_id: str) -> None:
 # --- update -----------------------------------------------------------------------------
 
 
-def parse_resources(raw: bytes, where: str = "--resources") -> dict[str, Any]:
+def parse_resources(raw: bytes, where: str = "--resources") -> LinuxResources:
     """A JSON linux.resources document (runc update --resources), validated; `null` is {}."""
     from handcar import jsonio
     from handcar.cgroups.update import validate_resources
@@ -71,14 +72,13 @@ def parse_resources(raw: bytes, where: str = "--resources") -> dict[str, Any]:
     value = jsonio.loads(raw, where)
     if value is None:
         return {}
-    validate_resources(value, where)
-    assert isinstance(value, dict)
+    resources = validate_resources(value, where)
     # runc update never reprograms the device policy: it keeps the one made at create.
-    value.pop("devices", None)
-    return value
+    resources.pop("devices", None)
+    return resources
 
 
-def resources_from_flags(flags: dict[str, str]) -> dict[str, Any]:
+def resources_from_flags(flags: dict[str, str]) -> LinuxResources:
     """runc update's individual flags (`--memory 64m`, `--cpu-shares 512`, ...) as a partial
     linux.resources, validated."""
     from handcar.cgroups.update import resources_from_update_flags
@@ -86,10 +86,11 @@ def resources_from_flags(flags: dict[str, str]) -> dict[str, Any]:
     return resources_from_update_flags(flags)
 
 
-def merge_resources(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_resources(current: Mapping[str, Any], update: Mapping[str, Any]) -> LinuxResources:
     """`update` folded into the stored linux.resources: objects are merged key by key,
-    hugepage limits by page size, anything else replaced."""
-    merged = dict(current)
+    hugepage limits by page size, anything else replaced. Both are checked resources, and
+    so is what this returns."""
+    merged: Any = dict(current)
     for key, value in update.items():
         old = merged.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
@@ -99,10 +100,11 @@ def merge_resources(current: dict[str, Any], update: dict[str, Any]) -> dict[str
             merged[key] = [x for x in old if x.get("pageSize") not in sizes] + list(value)
         else:
             merged[key] = value
-    return merged
+    result: LinuxResources = merged
+    return result
 
 
-def update(store: StateStore, container_id: str, resources: dict[str, Any]) -> None:
+def update(store: StateStore, container_id: str, resources: LinuxResources) -> None:
     """Change a container's limits: write the cgroup files, then save them in its config."""
     memory = resources.get("memory")
     if isinstance(memory, dict) and memory.get("limit") == -1 and memory.get("swap") is None:
@@ -176,7 +178,7 @@ def _open_pidfd(state: ContainerState) -> int:
 
 
 def _stream(
-    state: ContainerState, manager: Manager, interval: float
+    state: ContainerState, manager: CgroupManager, interval: float
 ) -> Generator[dict[str, Any], None, None]:
     import select
     import time

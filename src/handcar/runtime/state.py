@@ -16,7 +16,25 @@ from handcar.procfs import process_is_alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Required, TypedDict
+
+    from handcar.spec.types import Spec, Status
+
+    class ContainerRecord(TypedDict, total=False):
+        """state.json: what create records about a container (runc's state.json differs)."""
+
+        id: Required[str]
+        pid: int  # the init's host pid; 0 until the bootstrap reports it
+        init_start_time: str  # its start time in /proc/PID/stat: never a recycled pid
+        bundle: str
+        rootfs: str
+        created: str  # RFC 3339
+        annotations: dict[str, str]
+        config: Spec  # the validated config.json; `update` rewrites linux.resources
+        rootless: bool
+        cgroup_paths: dict[str, str]  # CgroupManager.paths(), saved before the first mkdir
+        cgroup_created: list[str]  # CgroupManager.created(): what destroy may remove
+
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -43,7 +61,7 @@ class ContainerState:
 
     __slots__ = ("dir", "data", "_lock_fd")
 
-    def __init__(self, directory: str, data: dict[str, Any]) -> None:
+    def __init__(self, directory: str, data: ContainerRecord) -> None:
         self.dir = directory
         self.data = data
         self._lock_fd = -1
@@ -61,9 +79,9 @@ class ContainerState:
         return str(self.data.get("bundle", ""))
 
     @property
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = self.data.get("config") or {}
-        return config
+    def config(self) -> Spec:
+        """The validated config.json saved at create ({} in a record saved before it)."""
+        return self.data.get("config") or {}
 
     @property
     def fifo_path(self) -> str:
@@ -72,7 +90,7 @@ class ContainerState:
     def is_alive(self) -> bool:
         return process_is_alive(self.pid, str(self.data.get("init_start_time", "")))
 
-    def status(self) -> str:
+    def status(self) -> Status:
         """created, running, paused or stopped, from the process and the exec.fifo."""
         if not self.is_alive():
             return "stopped"
@@ -132,7 +150,7 @@ class StateStore:
         validate_id(container_id)
         return self.root + "/" + container_id
 
-    def new(self, container_id: str, data: dict[str, Any]) -> ContainerState:
+    def new(self, container_id: str, data: ContainerRecord) -> ContainerState:
         """Claim the id: the mkdir is the atomic test, so two creates cannot both win."""
         directory = self.path(container_id)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -161,7 +179,8 @@ class StateStore:
         data = jsonio.loads(raw, f"state of {container_id}")
         if not isinstance(data, dict):
             raise HandcarError(f"state of {container_id} is corrupt")
-        state.data = data
+        record: Any = data  # written by save(): a ContainerRecord
+        state.data = record
         return state
 
     def ids(self) -> list[str]:

@@ -6,14 +6,14 @@ from handcar.errors import HandcarError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import LinuxIDMapping, Spec
 
 
-def _map_lines(mappings: list[dict[str, int]]) -> str:
+def _map_lines(mappings: list[LinuxIDMapping]) -> str:
     return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings)
 
 
-def write_id_maps(pid: int, config: dict[str, Any]) -> None:
+def write_id_maps(pid: int, config: Spec) -> None:
     linux_cfg = config.get("linux") or {}
     uid_maps = linux_cfg.get("uidMappings") or []
     gid_maps = linux_cfg.get("gidMappings") or []
@@ -26,7 +26,7 @@ def write_id_maps(pid: int, config: dict[str, Any]) -> None:
         _write(pid, "gid_map", _map_lines(gid_maps), "linux.gidMappings")
 
 
-def _is_single_self_map(mappings: list[dict[str, int]]) -> bool:
+def _is_single_self_map(mappings: list[LinuxIDMapping]) -> bool:
     import os
 
     return os.geteuid() != 0 and len(mappings) == 1 and mappings[0]["size"] == 1

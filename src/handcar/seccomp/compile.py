@@ -30,6 +30,8 @@ TYPE_CHECKING = False  # typing costs an import at run time; mypy treats this na
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from handcar.spec.types import LinuxSeccomp, SeccompFeatures
+
 EPERM = 1
 ENOSYS = 38
 
@@ -305,10 +307,11 @@ def _add_rule(flt: scmp.Filter, rule: _Rule, default_action: int) -> None:
             raise _fail(rule.where, f"cannot add rule for {rule.name}: {err.strerror}") from None
 
 
-def compile_filter(
-    section: Mapping[str, object], *, cache_dir: str | bool = True
-) -> CompiledFilter:
+def compile_filter(section: LinuxSeccomp, *, cache_dir: str | bool = True) -> CompiledFilter:
     """Validate and compile a `linux.seccomp` section. Runs in the runtime, before fork.
+
+    The section comes straight from config.json: every field is checked here (a SeccompError
+    names the one at fault), so the internals read it as an untyped Mapping.
 
     cache_dir: True for the default cache (/run/handcar/seccomp-cache as root, else under
     $XDG_RUNTIME_DIR), False for none, or a directory.
@@ -466,7 +469,7 @@ def libseccomp_version() -> str:
     return ".".join(str(part) for part in scmp.version())
 
 
-def features_section() -> dict[str, object]:
+def features_section() -> SeccompFeatures:
     """The `linux.seccomp` part of `handcar features`, in runc 1.2's shape."""
     known = list(FLAGS)
     supported = [name for name in known if _flag_usable(FLAGS[name])]

@@ -10,7 +10,7 @@ from handcar.spec.default import default_spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import Spec
 
 BUSYBOX = "/bin/busybox"
 
@@ -34,12 +34,12 @@ def make_rootfs(rootfs: str, busybox: str = BUSYBOX) -> None:
         f.write("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")
 
 
-def write_config(bundle: str, config: dict[str, Any]) -> None:
+def write_config(bundle: str, config: Spec) -> None:
     with open(os.path.join(bundle, "config.json"), "w") as f:
         f.write(jsonio.dumps(config, "\t"))
 
 
-def make_bundle(bundle: str, args: list[str] | None = None) -> dict[str, Any]:
+def make_bundle(bundle: str, args: list[str] | None = None) -> Spec:
     """A busybox bundle whose process runs `args` without a terminal; returns the config."""
     make_rootfs(os.path.join(bundle, "rootfs"))
     config = default_spec()

@@ -6,7 +6,7 @@ from handcar import OCI_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from handcar.spec.types import Linux, LinuxNamespace, Mount, Spec
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 MASKED_PATHS = [
@@ -24,8 +24,8 @@ MASKED_PATHS = [
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-def _mounts(rootless: bool) -> list[dict[str, Any]]:
-    mounts: list[dict[str, Any]] = [
+def _mounts(rootless: bool) -> list[Mount]:
+    mounts: list[Mount] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {
             "destination": "/dev",
@@ -82,9 +82,11 @@ def _mounts(rootless: bool) -> list[dict[str, Any]]:
     return mounts
 
 
-def default_spec(rootless: bool = False) -> dict[str, Any]:
-    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
-    linux: dict[str, Any] = {}
+def default_spec(rootless: bool = False) -> Spec:
+    namespaces: list[LinuxNamespace] = [
+        {"type": t} for t in ("pid", "network", "ipc", "uts", "mount")
+    ]
+    linux: Linux = {}
     if rootless:
         import os
 

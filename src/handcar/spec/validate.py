@@ -13,6 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from handcar.spec.types import Spec
+
     Json = dict[str, Any]
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
@@ -294,9 +296,9 @@ def _check_linux(config: Json, check: Checker) -> None:
         check.obj(linux["seccomp"], "linux.seccomp")
 
 
-def validate(config: object, source: str = "config.json", need_process: bool = True) -> Json:
+def validate(config: object, source: str = "config.json", need_process: bool = True) -> Spec:
     check = Checker(source)
-    cfg = check.obj(config, "(top level)")
+    cfg: Any = check.obj(config, "(top level)")  # untrusted JSON, until checked below
     if "ociVersion" in cfg:
         check.string(cfg["ociVersion"], "ociVersion")
     root = check.opt_obj(cfg, "root", "root")
@@ -325,10 +327,11 @@ def validate(config: object, source: str = "config.json", need_process: bool = T
         # them): a host-network CRI pod must not carry a hostname.
         if cfg.get(key) and "uts" not in namespaces(cfg):
             raise check.fail(key, f"unable to set {key} without a private UTS namespace")
-    return cfg
+    checked: Spec = cfg
+    return checked
 
 
-def load_config(bundle: str) -> Json:
+def load_config(bundle: str) -> Spec:
     """Read and validate BUNDLE/config.json."""
     path = bundle + "/config.json"
     try:
@@ -341,7 +344,7 @@ def load_config(bundle: str) -> Json:
     return validate(jsonio.loads(raw, "config.json"))
 
 
-def namespaces(config: Json) -> dict[str, str]:
+def namespaces(config: Spec) -> dict[str, str]:
     """The namespace types the config names, each with its `path` ("" means create a new one)."""
     linux = config.get("linux") or {}
     entries = linux.get("namespaces", []) if isinstance(linux, dict) else []
