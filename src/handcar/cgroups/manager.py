@@ -13,6 +13,7 @@ import os
 import time
 
 from handcar.cgroups.fs import (
+    CGROUP_ROOT,
     UNIFIED_HYBRID,
     CgroupError,
     cgroup2_mount_of,
@@ -177,18 +178,19 @@ class Manager:
 
     # --- removal -----------------------------------------------------------------------
 
-    def destroy(self) -> None:
+    def destroy(self, own_leaves: bool = True) -> None:
         """Remove the container's cgroups on every hierarchy, children first.
 
-        Only directories handcar made are removed: the leaf, and any parent that create()
-        had to make (if it is empty now; a parent shared with another container stays).
-        A pre-existing parent of an absolute cgroupsPath is never touched. EBUSY (processes
+        The container's own cgroups (the leaves) go even when they existed before create, as
+        runc's delete removes them; a parent goes only if create() made it (and it is empty
+        now: a parent shared with another container stays). A failed create passes
+        `own_leaves=False`: what it did not make, it leaves as it found it. EBUSY (processes
         still exiting) is retried for about half a second.
         """
         leaves = self._unique_dirs()
         created = self._created if self._created is not None else leaves
         for path in leaves:
-            if path in created:
+            if own_leaves or path in created:
                 _remove_tree(path)
         for path in reversed(created):
             if path not in leaves:
@@ -196,6 +198,17 @@ class Manager:
                     os.rmdir(path)
                 except OSError:
                     pass  # not empty (shared with another container) or already gone
+
+    def check_usable(self) -> None:
+        """Refuse a frozen cgroup (the init would hang in it), and warn about one that already
+        has processes, as runc does before its init joins."""
+        if self.is_frozen():
+            raise CgroupError("container's cgroup unexpectedly frozen")
+        count = len(self.pids())
+        if count:
+            from handcar import log
+
+            log.warning(f"container's cgroup is not empty: {count} process(es) found")
 
     # --- limits, stats and events (lazily imported) ------------------------------------
 
@@ -232,7 +245,7 @@ class V1Manager(Manager):
                 raise
             created.extend(p for p in made if p not in created)
             if controller == "cpuset":
-                _fill_cpusets(path, made)
+                _fill_cpusets(path)
         self._created = created
 
     def _procs_dir(self) -> str:
@@ -500,18 +513,28 @@ def _make_dirs(path: str) -> list[str]:
     return made + [path]
 
 
-def _fill_cpusets(leaf: str, made: list[str]) -> None:
-    """A new v1 cpuset starts with no cpus and no mems, and no process may join it until both
-    are set: copy them down from the parent, level by level, as runc does."""
-    levels = made if made else [leaf]
-    for path in levels:
+def _fill_cpusets(leaf: str) -> None:
+    """A v1 cpuset starts with no cpus and no mems, and no process may join it until both
+    are set. Copy them down to every empty level above the leaf, top first, as runc does:
+    that includes parents handcar did not make (a pod's cgroup, made by an engine)."""
+    empty: list[str] = []
+    path = leaf
+    while path.count("/") > CGROUP_ROOT.count("/") + 1 and not _cpuset_ready(path):
+        empty.append(path)
+        path = path.rpartition("/")[0]
+    for path in reversed(empty):
+        parent = path.rpartition("/")[0]
         for name in ("cpuset.cpus", "cpuset.mems"):
-            current = read_optional(path + "/" + name)
-            if current is not None and current.strip():
+            if (read_optional(path + "/" + name) or "").strip():
                 continue
-            parent = path.rpartition("/")[0]
             value = read_file(parent + "/" + name).strip()
             write_file(path, name, value, f"cpuset parent {name}", value)
+
+
+def _cpuset_ready(path: str) -> bool:
+    return all(
+        (read_optional(path + "/" + name) or "").strip() for name in ("cpuset.cpus", "cpuset.mems")
+    )
 
 
 def _denied(err: CgroupError) -> bool:

@@ -70,8 +70,12 @@ class CgroupManager(Protocol):
     def wait_empty(self, timeout: float = 1.0) -> bool:
         """Wait until the cgroup has no process left; True if it emptied in time."""
 
-    def destroy(self) -> None:
-        """Remove the cgroups handcar made, children first."""
+    def destroy(self, own_leaves: bool = True) -> None:
+        """Remove the container's cgroups (and the parents handcar made), children first;
+        `own_leaves=False` keeps leaves that existed before create."""
+
+    def check_usable(self) -> None:
+        """Refuse a frozen cgroup; warn about one that already has processes."""
 
     def apply(self, resources: LinuxResources, *, devices: bool | None = None) -> None:
         """Write `linux.resources` (validated beforehand) to the cgroup files."""

@@ -283,7 +283,7 @@ class _Creation:
         if self.state.pid:
             kill_and_wait(self.state)
         if self.cgroup is not None:
-            self.cgroup.destroy()
+            self.cgroup.destroy(own_leaves=False)
         self.state.remove()
 
 
@@ -299,10 +299,11 @@ def _open_cgroup(runtime: Runtime, state: ContainerState, config: Spec) -> Cgrou
     try:
         manager.create()
         state.data["cgroup_created"] = manager.created()
+        manager.check_usable()
         manager.apply(linux_cfg.get("resources") or {}, devices=not runtime.rootless)
     except BaseException:
         # A value the kernel refuses: the caller never sees this manager, so remove its
         # cgroups here (the init has not joined them yet).
-        manager.destroy()
+        manager.destroy(own_leaves=False)
         raise
     return manager
