@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import Runtime
-from helpers_security import add_userns
+from harness import Runtime, add_userns
 
 
 def _userns_config(hc: Runtime, rootfs: Path, args: list[str]) -> dict:
