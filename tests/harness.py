@@ -54,13 +54,17 @@ def _describe(predicate: Callable[[], object]) -> str:
 
 def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.02) -> T:
     """Call predicate until it returns something true or timeout seconds pass; return its last
-    value either way. For best-effort waits (clean-up); tests use wait_for."""
+    value either way. For best-effort waits (clean-up); tests use wait_for. A slow predicate
+    (one that runs a command) is called at most every other moment, to leave the machine to
+    what is being waited for."""
     deadline = time.monotonic() + timeout
     while True:
+        began = time.monotonic()
         value = predicate()
-        if value or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if value or now >= deadline:
             return value
-        time.sleep(interval)
+        time.sleep(min(max(interval, now - began), max(0.0, deadline - now)))
 
 
 def wait_for(

@@ -7,10 +7,9 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-from harness import ConsoleSocket, Runtime, process_gone, read_until, wait_for
+from harness import ConsoleSocket, Runtime, poll, process_gone, read_until, wait_for
 
 
 def _ns(pid: int) -> dict[str, str]:
@@ -112,12 +111,16 @@ def test_exec_into_a_sub_cgroup(hc: Runtime, tmp_path: Path) -> None:
         assert missing.rc == 255 and "does not exist" in missing.err
     finally:
         for path in made:
-            for _ in range(50):
-                try:
-                    os.rmdir(path)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            poll(lambda path=path: _rmdir(path), 5)
+
+
+def _rmdir(path: str) -> bool:
+    """rmdir; whether it worked (a cgroup stays busy until its killed tasks have left)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
 
 
 def test_exec_process_json(hc: Runtime, tmp_path: Path) -> None:

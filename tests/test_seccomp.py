@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from handcar.linux import libseccomp as scmp
 from handcar.seccomp import compile as seccomp
 from handcar.seccomp.load import load_filter
 from handcar.seccomp.notify import send_listener_fd
+from harness import read_to_eof, wait_for
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")
 BUSYBOX = "/bin/busybox"
@@ -163,28 +163,12 @@ def in_child(
         os._exit(code)
     os.close(write_end)
     try:
-        output = _read_all(read_end, timeout)
+        output = read_to_eof(read_end, timeout).decode()
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(read_end)
         _reap(pid)
     return status, output
-
-
-def _read_all(fd: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    os.set_blocking(fd, False)
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            time.sleep(0.005)
-            continue
-        if not chunk:
-            return b"".join(chunks).decode()
-        chunks.append(chunk)
-    raise TimeoutError("child did not finish")
 
 
 def _reap(pid: int) -> None:
@@ -331,7 +315,7 @@ def _under_handcar_filter(section: dict[str, object]) -> str:
             os._exit(127)
     os.close(write_end)
     try:
-        return _read_all(read_end, 30)
+        return read_to_eof(read_end, 30).decode()
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
@@ -454,7 +438,8 @@ def test_kill_thread_spares_the_other_threads() -> None:
         reached = []
         worker = threading.Thread(target=lambda: reached.append(call(SYS_GETPPID)), daemon=True)
         worker.start()
-        time.sleep(0.2)  # the worker dies inside the syscall, so it can never be joined
+        # The worker dies inside the syscall, so it can never be joined: its task goes.
+        wait_for(lambda: not os.path.exists(f"/proc/self/task/{worker.native_id}"))
         return "main alive", reached
 
     status, out = in_child(compiled, probe)

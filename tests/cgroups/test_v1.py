@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from handcar.cgroups import CgroupError, Manager, from_paths, open_manager
+from harness import wait_for
 
-from .conftest import UNIFIED, Gate, read, sweep, unique_name, wait_for
+from .conftest import UNIFIED, Gate, read, sweep, unique_name
 
 PY = f"{sys.executable} -I -S -c"
 GateFactory = Callable[[str], Gate]

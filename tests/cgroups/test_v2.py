@@ -13,8 +13,9 @@ import pytest
 from handcar.cgroups import CgroupError, Manager, from_paths
 from handcar.cgroups.v2 import blkio_weight_to_io_weight, shares_to_weight, swap_to_v2
 from handcar.linux import bpf
+from harness import wait_for
 
-from .conftest import Gate, read, wait_for
+from .conftest import Gate, read
 
 GateFactory = Callable[[str], Gate]
 
