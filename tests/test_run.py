@@ -101,9 +101,11 @@ def test_terminal_relay_raw_mode_resize_and_restore(hc: Runtime) -> None:
         assert not during[3] & termios.ICANON, "our terminal is in raw mode while attached"
         # A window change reaches handcar as SIGWINCH and the container's pty follows.
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.write(master, b"sleep 0.3; stty size; echo B-$((2+2))\n")
-        out = read_until(master, b"B-4")
-        assert b"40 120" in out, out
+        # The resize reaches the container's pty a moment later: the shell waits for it.
+        os.write(
+            master, b'until [ "$(stty size)" = "40 120" ]; do sleep 0.01; done; echo B-$((2+2))\n'
+        )
+        read_until(master, b"B-4")
         os.write(master, b"tty; exit 5\n")
         assert proc.wait(10) == 5
         assert termios.tcgetattr(slave) == before, "terminal restored on exit"
