@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crashcart_fixtures import (
+from harness import read_until
+
+from .crashcart_fixtures import (
     Crashcart,
     RuncContainer,
     crashcart_env,
@@ -20,8 +22,6 @@ from crashcart_fixtures import (
     kill_quietly,
     loop_devices_for,
 )
-
-from harness import read_until
 
 
 def test_interactive_shell_on_a_pty(

@@ -26,7 +26,7 @@ def ctd(engine_dir: Path, image_archive: Path) -> Iterator[Containerd]:
         yield engine
         for cid in engine.ctr("task", "ls", "-q").stdout.split():
             engine.ctr("task", "kill", "-s", "9", cid)
-            poll(lambda cid=cid: "STOPPED" in engine.ctr("task", "ls").stdout, 10, 0.1)
+            poll(lambda: "STOPPED" in engine.ctr("task", "ls").stdout, 10, 0.1)
             engine.ctr("task", "rm", "-f", cid)
         for cid in engine.ctr("container", "ls", "-q").stdout.split():
             engine.ctr("container", "rm", cid)

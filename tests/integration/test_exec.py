@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -111,7 +112,7 @@ def test_exec_into_a_sub_cgroup(hc: Runtime, tmp_path: Path) -> None:
         assert missing.rc == 255 and "does not exist" in missing.err
     finally:
         for path in made:
-            poll(lambda path=path: _rmdir(path), 5)
+            poll(functools.partial(_rmdir, path), 5)
 
 
 def _rmdir(path: str) -> bool:

@@ -90,7 +90,11 @@ def test_kill_signal_forms_and_stopped_rules(hc: Runtime) -> None:
         cid = hc.create(args=["sleep", "300"])
         assert hc("start", cid).rc == 0
         assert hc("kill", cid, form).rc == 0, form
-        assert wait_for(lambda cid=cid: hc.state(cid)["status"] == "stopped"), form
+
+        def stopped(cid: str = cid) -> bool:
+            return bool(hc.state(cid)["status"] == "stopped")
+
+        assert wait_for(stopped, what=f"{cid} to stop after kill {form}")
         state = hc.state(cid)
         assert state["pid"] == 0
         result = hc("kill", cid, "9")
