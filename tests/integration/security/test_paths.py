@@ -171,17 +171,29 @@ class HostSysctl:
             self.path.write_text(self.before)
 
 
+def run_guarded(
+    hc: Runtime, runc: Runtime, bundle: Path, host: HostSysctl
+) -> tuple[Result, Result, str]:
+    """run_both; then the host's value, which is put back whatever happened."""
+    try:
+        mine, theirs = run_both(hc, runc, bundle)
+        return mine, theirs, host.now()
+    finally:
+        host.restore()
+
+
+def assert_set_as_by_runc(mine: Result, theirs: Result, value: str) -> None:
+    assert theirs.rc == 0 and theirs.out.split() == value.split(), theirs
+    assert (mine.rc, mine.out) == (theirs.rc, theirs.out), mine
+
+
 @pytest.mark.parametrize(("key", "namespaces"), REFUSED)
 def test_sysctl_outside_the_containers_namespaces_is_refused(
     hc: Runtime, runc: Runtime, key: str, namespaces: str
 ) -> None:
     host = HostSysctl(key)
     bundle = hc.bundle(sysctl_config(hc, key, namespaces, other_value(key, host.before)))
-    try:
-        mine, theirs = run_both(hc, runc, bundle)
-        after = host.now()
-    finally:
-        host.restore()
+    mine, theirs, after = run_guarded(hc, runc, bundle, host)
     assert theirs.rc != 0, theirs
     assert mine.rc != 0, mine
     assert after == host.before, f"{key} changed on the host: {host.before!r} -> {after!r}"
@@ -229,14 +241,8 @@ def test_sysctl_in_the_containers_own_namespace_is_set(
     host = HostSysctl(dotted)
     config = hc.config(["cat", str(proc_sys(dotted))])
     config["linux"]["sysctl"] = {key: value}
-    bundle = hc.bundle(config)
-    try:
-        mine, theirs = run_both(hc, runc, bundle)
-        after = host.now()
-    finally:
-        host.restore()
-    assert theirs.rc == 0 and theirs.out.split() == value.split(), theirs
-    assert (mine.rc, mine.out) == (theirs.rc, theirs.out), mine
+    mine, theirs, after = run_guarded(hc, runc, hc.bundle(config), host)
+    assert_set_as_by_runc(mine, theirs, value)
     assert after == host.before
 
 
@@ -376,15 +382,9 @@ def test_net_sysctl_in_a_network_namespace_joined_by_path_is_set(
         host = HostSysctl(key)
         config = sysctl_config(hc, key, "own namespaces", value)
         join_namespace(config, "network", path)
-        bundle = hc.bundle(config)
-        try:
-            mine, theirs = run_both(hc, runc, bundle)
-            after = host.now()
-        finally:
-            host.restore()
+        mine, theirs, after = run_guarded(hc, runc, hc.bundle(config), host)
     finally:
         holder.kill()
         holder.wait()
-    assert theirs.rc == 0 and theirs.out.split() == value.split(), theirs
-    assert (mine.rc, mine.out) == (theirs.rc, theirs.out), mine
+    assert_set_as_by_runc(mine, theirs, value)
     assert after == host.before
