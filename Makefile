@@ -57,9 +57,12 @@ test-fast: test-venv
 bench: test-venv
 	$(VPY) bench/bench.py
 
-lint: test-venv
+lint: typecheck
 	$(VPY) -m ruff check src tests bench
 	$(VPY) -m ruff format --check src tests bench
+
+# mypy --strict on src/handcar, tests and bench (pyproject's [tool.mypy] files).
+typecheck: test-venv
 	$(VPY) -m mypy
 
 clean:

@@ -515,7 +515,7 @@ class Bench:
     def _make_bundles(self) -> None:
         """One busybox rootfs; the variants share it through an absolute root.path."""
         true_dir = self.bundle("true")
-        config = make_bundle(true_dir, ["/bin/true"])
+        config: dict[str, Any] = dict(make_bundle(true_dir, ["/bin/true"]))
         config["ociVersion"] = OCI_VERSION
         config["root"]["path"] = f"{true_dir}/rootfs"
         self._write(true_dir, config)

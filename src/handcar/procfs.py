@@ -1,4 +1,5 @@
-"""A process's identity from /proc: alive, not a zombie, and not a recycled pid."""
+"""What handcar reads from /proc: a process's identity (alive, not a zombie, not a recycled
+pid) and the paths of /proc/PID/mountinfo."""
 
 from __future__ import annotations
 
@@ -20,3 +21,20 @@ def process_is_alive(pid: int, start_time: str) -> bool:
         return False
     stat = read_proc_stat(pid)
     return stat is not None and stat[1] == start_time and stat[0] not in ("Z", "X")
+
+
+def unescape_mount_path(path: str) -> str:
+    """A path field of mountinfo as it is: the kernel writes space, tab, newline and backslash
+    as octal escapes (\\040 and so on)."""
+    if "\\" not in path:
+        return path
+    out = []
+    i = 0
+    while i < len(path):
+        if path[i] == "\\" and path[i + 1 : i + 4].isdigit():
+            out.append(chr(int(path[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(path[i])
+            i += 1
+    return "".join(out)

@@ -1,6 +1,6 @@
-"""Registers crashcart's fixtures; tests import helpers from crashcart_fixtures by name."""
+"""Registers crashcart's fixtures; tests import helpers from .crashcart_fixtures."""
 
-from crashcart_fixtures import (  # noqa: F401
+from .crashcart_fixtures import (  # noqa: F401
     busybox_rootfs,
     container,
     crashcart,

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness import poll
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 RUNC = shutil.which("runc")
@@ -286,9 +287,7 @@ def unchanged(container: RuncContainer, crashcart: Crashcart) -> Iterator[Callab
 
     def check() -> None:
         # The keeper may still be finishing its exit when crashcart returns: allow a moment.
-        deadline = time.monotonic() + 5
-        while container.processes() != before.processes and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: container.processes() == before.processes, 5, 0.05)
         assert container.processes() == before.processes
         assert container.mountinfo() == before.container_mounts
         assert host_image_mounts() == before.host_mounts

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashcart_fixtures import Crashcart, host_image_mounts, mount_table, pids_in_namespace
+
+from .crashcart_fixtures import Crashcart, host_image_mounts, mount_table, pids_in_namespace
 
 PODMAN = shutil.which("podman")
 
@@ -99,6 +100,6 @@ def test_podman_container_by_name(crashcart: Crashcart, podman_container: tuple[
 
 
 def _env(crashcart: Crashcart) -> dict[str, str]:
-    from crashcart_fixtures import crashcart_env
+    from .crashcart_fixtures import crashcart_env
 
     return crashcart_env(crashcart.cache)

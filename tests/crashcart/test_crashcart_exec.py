@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from crashcart_fixtures import Crashcart, RuncContainer, kill_quietly, loop_devices_for
+from .crashcart_fixtures import Crashcart, RuncContainer, kill_quietly, loop_devices_for
 
 
 def run_in(

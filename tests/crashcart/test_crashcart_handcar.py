@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from crashcart_fixtures import Crashcart, host_image_mounts, mount_table
-
 from harness import Runtime
+
+from .crashcart_fixtures import Crashcart, host_image_mounts, mount_table
 
 
 def test_crashcart_in_a_handcar_container(crashcart: Crashcart, hc: Runtime) -> None:

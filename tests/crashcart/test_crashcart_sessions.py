@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -13,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crashcart_fixtures import (
+from harness import read_until
+
+from .crashcart_fixtures import (
     Crashcart,
     RuncContainer,
     crashcart_env,
@@ -21,24 +22,6 @@ from crashcart_fixtures import (
     kill_quietly,
     loop_devices_for,
 )
-
-
-def read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while marker not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no {marker!r} in {seen!r}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
 
 
 def test_interactive_shell_on_a_pty(
@@ -55,9 +38,9 @@ def test_interactive_shell_on_a_pty(
     )
     os.close(slave)
     try:
-        read_until(master, b"crashcart")  # the prompt names the session
+        read_until(master, b"crashcart", 20)  # the prompt names the session
         os.write(master, b"echo answer=$((6*7)); tty; echo $TERM\r")
-        output = read_until(master, b"xterm\r\n")
+        output = read_until(master, b"xterm\r\n", 20)
         assert b"answer=42" in output
         assert b"/dev/pts/" in output  # the container's own devpts
         os.write(master, b"exit 3\r")

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from engines.engine_helpers import (
-    HANDCAR,
     background,
     descendants,
     iptables_chains,
@@ -28,10 +27,10 @@ from engines.engine_helpers import (
     link_names,
     processes_mentioning,
     unmount_under,
-    wait_for,
     write_image_archive,
 )
 from engines.engine_setup import IMAGES, Docker, Podman, need, remove_chains, start_containerd
+from harness import HANDCAR, poll
 
 # The parent cgroups the engines ask for (docker's /docker, ctr's /<namespace>, the CRI's
 # k8s.io and the tests' pod parent, podman's libpod_parent): runc creates and never removes them.
@@ -191,7 +190,7 @@ def docker(engine_dir: Path, image_archive: Path, network_guard: None) -> Iterat
         engine = Docker(base)
         with background(argv, base / "dockerd.log") as proc:
             try:
-                up = wait_for(lambda: engine("version").returncode == 0, 60, 0.3)
+                up = poll(lambda: engine("version").returncode == 0, 60, 0.3)
                 assert up, (base / "dockerd.log").read_text()[-3000:]
                 engine.ok("load", "-q", "-i", str(image_archive), timeout=120)
                 yield engine

@@ -24,10 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-HANDCAR = os.environ.get("HANDCAR_TEST_RUNTIME", str(ROOT / ".venv" / "bin" / "handcar"))
-RUNTIME_NAME = os.path.basename(HANDCAR)
-
+from harness import poll
 
 # ---- images ----------------------------------------------------------------------------------
 
@@ -216,15 +213,6 @@ def run_in_pty(
 # ---- processes, mounts, waiting -----------------------------------------------------------------
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,21 +221,24 @@ def free_port() -> int:
 
 def http_get(port: int, path: str = "/", timeout: float = 20.0) -> str:
     """GET from 127.0.0.1:port, retrying until the server inside the container answers."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    errors: list[OSError] = []
+
+    def attempt() -> str:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
                 data = b""
                 while chunk := s.recv(65536):
                     data += chunk
-            if data:
-                return data.decode(errors="replace")
+            return data.decode(errors="replace")
         except OSError as err:
-            last = err
-        time.sleep(0.2)
-    raise AssertionError(f"no answer on 127.0.0.1:{port}: {last}")
+            errors.append(err)
+            return ""
+
+    answer = poll(attempt, timeout, 0.2)
+    if not answer:
+        raise AssertionError(f"no answer on 127.0.0.1:{port}: {errors[-1:]}")
+    return answer
 
 
 def descendants(pid: int) -> list[int]:
@@ -304,10 +295,10 @@ def stop_process(pid: int, timeout: float = 15.0) -> None:
         except OSError:
             return True
 
-    if not wait_for(gone, timeout):
+    if not poll(gone, timeout, 0.1):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        wait_for(gone, 10)
+        poll(gone, 10, 0.1)
 
 
 def kill_pids(pids: Sequence[int]) -> None:

@@ -20,14 +20,13 @@ from typing import Any
 import pytest
 
 from engines.engine_helpers import (
-    HANDCAR,
     background,
     descendants,
     kill_pids,
     processes_mentioning,
     stop_process,
-    wait_for,
 )
+from harness import HANDCAR, poll
 
 IMAGES: dict[str, dict[str, Any]] = {
     "localhost/bb:latest": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
@@ -184,16 +183,16 @@ def start_containerd(base: Path, cri: bool = False) -> Iterator[Containerd]:
     with background(argv, base / "containerd.log") as proc:
         ctd.proc = proc
         try:
-            up = wait_for(lambda: ctd.ctr("version").returncode == 0, 30, 0.2)
+            up = poll(lambda: ctd.ctr("version").returncode == 0, 30, 0.2)
             assert up, (base / "containerd.log").read_text()[-3000:]
             yield ctd
         finally:
             stop_process(proc.pid)
             # Shims outlive containerd by design: after the engine removed every container
             # they exit by themselves; whatever is still there now is stopped by pid.
-            wait_for(lambda: not ctd.leftover_processes(), 5)
+            poll(lambda: not ctd.leftover_processes(), 5, 0.1)
             kill_pids(ctd.leftover_processes())
-            wait_for(lambda: not ctd.leftover_processes(), 10)
+            poll(lambda: not ctd.leftover_processes(), 10, 0.1)
 
 
 # ---- podman ----------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.engine_helpers import HANDCAR, run_in_pty, wait_for
+from engines.engine_helpers import run_in_pty
 from engines.engine_setup import Containerd, start_containerd
+from harness import HANDCAR, poll, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ def ctd(engine_dir: Path, image_archive: Path) -> Iterator[Containerd]:
         yield engine
         for cid in engine.ctr("task", "ls", "-q").stdout.split():
             engine.ctr("task", "kill", "-s", "9", cid)
-            wait_for(lambda cid=cid: "STOPPED" in engine.ctr("task", "ls").stdout, 10)
+            poll(lambda: "STOPPED" in engine.ctr("task", "ls").stdout, 10, 0.1)
             engine.ctr("task", "rm", "-f", cid)
         for cid in engine.ctr("container", "ls", "-q").stdout.split():
             engine.ctr("container", "rm", cid)
@@ -154,6 +155,6 @@ def test_exec_tty(ctd: Containerd) -> None:
         assert "/dev/pts/" in result2.text and "typed-42" in result2.text, result2
     finally:
         ctd.ctr("task", "kill", "-s", "9", cid)
-        wait_for(lambda: task_status(ctd, cid) == "STOPPED", 20)
+        poll(lambda: task_status(ctd, cid) == "STOPPED", 20, 0.1)
         ctd.ctr("task", "rm", cid)
         ctd.ctr("container", "rm", cid)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engines.engine_helpers import wait_for
+from harness import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from engines.engine_helpers import wait_for
 from engines.engine_setup import CRI_SUBNET, Containerd, start_containerd
+from harness import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
-from engines.engine_helpers import HANDCAR, free_port, http_get, run_in_pty, wait_for
+from engines.engine_helpers import free_port, http_get, run_in_pty
 from engines.engine_setup import Docker
+from harness import HANDCAR, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from engines.engine_helpers import processes_mentioning, wait_for
+from engines.engine_helpers import processes_mentioning
 from engines.engine_setup import Podman, record_timing
+from harness import wait_for
 
 pytestmark = pytest.mark.slow
 

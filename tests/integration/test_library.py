@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def _create(hc: Cli, lib: Runtime, args: list[str] | None = None) -> tuple[str, 
 
 def _cgroup_file(lib: Runtime, cid: str, controller: str, name: str) -> str:
     paths = lib.store.load(cid, lock=False).data["cgroup_paths"]
-    path = paths.get(controller) or paths.get("")
+    path = paths.get(controller) or paths[""]
     return Path(path, name).read_text().strip()
 
 
@@ -85,7 +86,8 @@ def test_pause_resume_update_ps_stats(hc: Cli, lib: Runtime) -> None:
     stats = lib.stats(cid)
     assert stats["pids"]["current"] >= 1
     with pytest.raises(HandcarError, match=r"resources\.pids\.limit"):
-        lib.update(cid, {"pids": {"limit": "many"}})
+        bad: Any = {"pids": {"limit": "many"}}
+        lib.update(cid, bad)
     lib.delete(cid, force=True)
     with pytest.raises(HandcarError):
         lib.pause(cid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from handcar.errors import HandcarError
+from handcar.procfs import unescape_mount_path
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED_HYBRID = "/sys/fs/cgroup/unified"
@@ -154,7 +155,7 @@ def cgroup_mounts() -> tuple[dict[str, tuple[str, str]], tuple[str, str] | None]
         if fstype == "cgroup2":
             if unified is None:
                 parts = fields.split(" ")
-                unified = (_unescape(parts[4]), _unescape(parts[3]))
+                unified = (unescape_mount_path(parts[4]), unescape_mount_path(parts[3]))
             continue
         if fstype != "cgroup":
             continue
@@ -162,24 +163,8 @@ def cgroup_mounts() -> tuple[dict[str, tuple[str, str]], tuple[str, str] | None]
         options = rest.rpartition(" ")[2].split(",")
         for option in options:
             if option in V1_CONTROLLERS and option not in v1:
-                v1[option] = (_unescape(parts[4]), _unescape(parts[3]))
+                v1[option] = (unescape_mount_path(parts[4]), unescape_mount_path(parts[3]))
     return v1, unified
-
-
-def _unescape(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040 and so on).
-    if "\\" not in path:
-        return path
-    out = []
-    i = 0
-    while i < len(path):
-        if path[i] == "\\" and i + 3 < len(path) + 1 and path[i + 1 : i + 4].isdigit():
-            out.append(chr(int(path[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
 
 
 def own_cgroups(pid: str = "self") -> dict[str, str]:

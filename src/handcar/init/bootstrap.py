@@ -206,7 +206,9 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
             linux.setdomainname(config["domainname"])
     in_mount_ns = "mount" in plan.namespaces
     if in_mount_ns:
-        builder = rootfs_mod.RootfsBuilder(plan.rootfs, config, "user" in plan.namespaces)
+        builder = rootfs_mod.RootfsBuilder(
+            plan.rootfs, plan.bundle, config, "user" in plan.namespaces
+        )
         builder.idmap_fds = plan.idmap_fds
         builder.prepare()
         builder.mount_all(_cgroup_mounter("cgroup" in plan.namespaces))
@@ -225,6 +227,7 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
                 config, plan.container_id, "creating", os.getpid(), plan.bundle
             )
             hooks_mod.run_hook_list(hooks["createContainer"], "createContainer", state_json, True)
+    sysctls = _sysctl_files(config)  # before the switch: handcar.spec is out of reach after it
     console_fd = -1
     if in_mount_ns:
         builder.pivot(plan.no_pivot)
@@ -233,7 +236,7 @@ def _setup_container(plan: InitPlan, channel: Channel) -> None:
     else:
         os.chroot(plan.rootfs)
         os.chdir("/")
-    _write_sysctls(config)
+    _write_sysctls(sysctls)
     linux_cfg = config.get("linux") or {}
     if in_mount_ns:
         rootfs_mod.readonly_paths(linux_cfg.get("readonlyPaths", []))
@@ -267,9 +270,19 @@ def _cgroup_mounter(in_cgroupns: bool) -> Any:
     return mount
 
 
-def _write_sysctls(config: Spec) -> None:
-    for key, value in ((config.get("linux") or {}).get("sysctl") or {}).items():
-        path = "/proc/sys/" + key.replace(".", "/")
+def _sysctl_files(config: Spec) -> list[tuple[str, str, str]]:
+    """(key, /proc/sys file, value) for each linux.sysctl entry; validation refused any key
+    outside the container's own namespaces, or without a file name."""
+    sysctls = (config.get("linux") or {}).get("sysctl") or {}
+    if not sysctls:
+        return []
+    from handcar.spec.sysctl import proc_path
+
+    return [(key, proc_path(key) or "", value) for key, value in sysctls.items()]
+
+
+def _write_sysctls(sysctls: list[tuple[str, str, str]]) -> None:
+    for key, path, value in sysctls:
         try:
             with open(path, "w") as f:
                 f.write(value)

@@ -7,13 +7,16 @@ resolved O_PATH fd through /proc/self/fd, so a path swapped after the check cann
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 from handcar import linux
 from handcar.errors import HandcarError
 from handcar.linux import mountapi  # loaded before pivot_root: used after it
+from handcar.procfs import unescape_mount_path
 from handcar.spec.mount_options import PROPAGATION_OPTIONS, MountOptions
+from handcar.spec.paths import in_bundle
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,12 +36,14 @@ def _errtext(err: OSError) -> str:
 
 
 class RootfsBuilder:
-    """Builds the rootfs at `root` (an absolute host path) for one container config."""
+    """Builds the rootfs at `root` (an absolute host path with no symlink in it) for one
+    container config, whose relative bind sources are relative to `bundle`."""
 
-    __slots__ = ("root", "root_fd", "config", "userns", "console_fd", "idmap_fds")
+    __slots__ = ("root", "bundle", "root_fd", "config", "userns", "console_fd", "idmap_fds")
 
-    def __init__(self, root: str, config: Mapping[str, Any], userns: bool) -> None:
+    def __init__(self, root: str, bundle: str, config: Mapping[str, Any], userns: bool) -> None:
         self.root = root
+        self.bundle = bundle
         self.config = config
         self.userns = userns
         self.root_fd = -1
@@ -99,13 +104,41 @@ class RootfsBuilder:
         propagation = linux_cfg.get("rootfsPropagation", "")
         root_flags = PROPAGATION_OPTIONS.get(propagation, linux.MS_SLAVE | linux.MS_REC)
         linux.mount(None, "/", None, root_flags)
+        self.root_fd = self._bind_rootfs()
+        if propagation in ("shared", "rshared", "private", "rprivate", "unbindable", "runbindable"):
+            where = f"/proc/self/fd/{self.root_fd}"
+            linux.mount(None, where, None, PROPAGATION_OPTIONS[propagation])
+
+    def _bind_rootfs(self) -> int:
+        """Bind the rootfs onto itself; return an O_PATH fd of the new mount's root.
+
+        The path is opened without following any symlink (the runtime refused one already, as
+        runc does; this keeps a swap since then from redirecting the bind), and the copy goes
+        onto that very directory through its fd.
+        """
         try:
-            linux.mount(self.root, self.root, None, linux.MS_BIND | linux.MS_REC)
+            fd = linux.openat2(
+                mountapi.AT_FDCWD, self.root, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS
+            )
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # a symlink on the way
+                raise HandcarError(
+                    "root.path: invalid rootfs: not an absolute path, or a symlink"
+                ) from None
+            raise HandcarError(f"root.path: {self.root}: {_errtext(err)}") from None
+        try:
+            flags = mountapi.OPEN_TREE_CLONE | mountapi.AT_RECURSIVE | mountapi.AT_EMPTY_PATH
+            tree: int = mountapi.open_tree("", flags, fd)
+            try:
+                mountapi.attach_mount(tree, fd)
+            except OSError:
+                os.close(tree)
+                raise
         except OSError as err:
             raise HandcarError(f"root.path: cannot bind {self.root}: {_errtext(err)}") from None
-        if propagation in ("shared", "rshared", "private", "rprivate", "unbindable", "runbindable"):
-            linux.mount(None, self.root, None, PROPAGATION_OPTIONS[propagation])
-        self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+        return tree
 
     def mount_all(self, cgroup_mounter: Any = None) -> None:
         for index, entry in enumerate(self.config.get("mounts", [])):
@@ -123,8 +156,7 @@ class RootfsBuilder:
             return
         is_dir = True
         if opts.is_bind:
-            if not source.startswith("/"):
-                source = os.path.join(self.config.get("_bundle", "/"), source)
+            source = in_bundle(self.bundle, source)
             try:
                 is_dir = stat.S_ISDIR(os.stat(source).st_mode)
             except OSError as err:
@@ -134,10 +166,39 @@ class RootfsBuilder:
         try:
             if index in self.idmap_fds:
                 self.idmap_mount(self.idmap_fds[index], dest, is_dir, opts)
+            elif fstype in ("proc", "sysfs"):
+                fd = self._ordinary_directory(dest)
+                if fd < 0:
+                    raise HandcarError(
+                        f"mounts[{index}].destination: error mounting {jq(source)} to rootfs at"
+                        f" {jq(dest)}: filesystem {jq(fstype)} must be mounted on ordinary directory"
+                    )
+                self._mount(source, dest, is_dir, fstype, opts, fd)
             else:
                 self._mount(source, dest, is_dir, fstype, opts)
         except OSError as err:
             raise HandcarError(f"mount {jq(source)} on {dest}: {_errtext(err)}") from None
+
+    def _ordinary_directory(self, dest: str) -> int:
+        """An O_PATH fd of `dest` if it is a directory, made if missing; -1 if it is anything
+        else, a symlink included. procfs and sysfs go only there, as runc requires: through a
+        symlink, the kernel's own view would be mounted wherever the rootfs points it."""
+        parent, _, name = dest.rstrip("/").rpartition("/")
+        if not name:
+            return -1
+        parent_fd = self.ensure_target(parent or "/", True)
+        try:
+            try:
+                mode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                _create_at(parent_fd, name, True)
+                mode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode
+            if not stat.S_ISDIR(mode):
+                return -1
+            flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(name, flags, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
 
     def idmap_mount(self, tree_fd: int, dest: str, is_dir: bool, opts: MountOptions) -> None:
         """Attach the id-mapped tree the runtime made (handcar.idmap) onto its target."""
@@ -154,8 +215,17 @@ class RootfsBuilder:
                 for propagation in opts.propagation:
                     linux.mount(None, target, None, propagation)
 
-    def _mount(self, source: str, dest: str, is_dir: bool, fstype: str, opts: MountOptions) -> None:
-        with self.target(dest, is_dir) as target:
+    def _mount(
+        self,
+        source: str,
+        dest: str,
+        is_dir: bool,
+        fstype: str,
+        opts: MountOptions,
+        target_fd: int = -1,
+    ) -> None:
+        first = _Target(target_fd) if target_fd >= 0 else self.target(dest, is_dir)
+        with first as target:
             if opts.is_bind:
                 linux.mount(source, target, None, opts.flags & (linux.MS_BIND | linux.MS_REC))
             else:
@@ -297,10 +367,7 @@ class RootfsBuilder:
 
     def pivot(self, no_pivot: bool) -> None:
         if no_pivot:
-            os.chdir(self.root)
-            linux.mount(self.root, "/", None, linux.MS_MOVE)
-            os.chroot(".")
-            os.chdir("/")
+            self._move_root()
             return
         # pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
         # removes the old root without needing a directory for it inside the rootfs.
@@ -310,10 +377,118 @@ class RootfsBuilder:
         linux.umount(".", linux.MNT_DETACH)
         os.chdir("/")
 
+    def _move_root(self) -> None:
+        """--no-pivot: move the rootfs onto / and chroot into it, leaving none of the host's
+        mounts in the container's mount namespace.
+
+        Without pivot_root the old root stays the namespace's root mount, under the rootfs,
+        and so would every other mount of the host: out of reach of any path, not of the
+        kernel, which lets a new user namespace mount a fresh procfs or sysfs while a full one
+        is anywhere in the namespace. So the old root is made private (neither the move nor
+        the unmounts may reach the host's peers) and every mount on it but the rootfs is
+        detached. A mount that the kernel locked (the container has a user namespace) cannot
+        go: each procfs and sysfs among those is covered with an empty tmpfs, as runc does.
+        Only the old root mount itself stays, as it must: it is the namespace's root.
+        """
+        old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # Opened while the host's /proc is there: read again, fresh, after each round.
+        mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            old_id = _mount_id(old_root)
+            rootfs_id = _mount_id(self.root_fd)
+            linux.mount(None, "/", None, linux.MS_PRIVATE)
+            os.fchdir(self.root_fd)
+            linux.mount(".", "/", None, linux.MS_MOVE)
+            _detach_host_mounts(mountinfo, old_id, rootfs_id)
+        except OSError as err:
+            raise HandcarError(f"--no-pivot: {_errtext(err)}") from None
+        finally:
+            os.close(mountinfo)
+            os.close(old_root)
+        os.chroot(".")
+        os.chdir("/")
+
     def close(self) -> None:
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
+
+
+class _Mount:
+    __slots__ = ("id", "parent", "point", "fstype")
+
+    def __init__(self, line: str) -> None:
+        fields, _, tail = line.partition(" - ")
+        parts = fields.split(" ")
+        self.id = int(parts[0])
+        self.parent = int(parts[1])
+        self.point = unescape_mount_path(parts[4])
+        self.fstype = tail.partition(" ")[0]
+
+
+def _read_mounts(mountinfo_fd: int) -> list[_Mount]:
+    os.lseek(mountinfo_fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(mountinfo_fd, 65536):
+        chunks.append(chunk)
+    text = b"".join(chunks).decode(errors="surrogateescape")
+    return [_Mount(line) for line in text.splitlines() if line]
+
+
+def _mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+        for line in f.read().decode().splitlines():
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise HandcarError(f"--no-pivot: no mount id in /proc/self/fdinfo/{fd}")
+
+
+_UNREACHABLE = frozenset((errno.EINVAL, errno.EPERM, errno.EACCES, errno.ENOENT, errno.ENOTDIR))
+
+
+def _detach_host_mounts(mountinfo_fd: int, old_id: int, rootfs_id: int) -> None:
+    """Detach every mount on the old root (`old_id`) but the rootfs; cover what is locked.
+
+    Paths still resolve from the old root here (the chroot comes after). Each round detaches
+    the mounts on top, last mounted first, so that stacked and shadowed ones surface next.
+    """
+    for _ in range(64):
+        victims = [m for m in _read_mounts(mountinfo_fd) if m.parent == old_id]
+        victims = [m for m in victims if m.id != rootfs_id]
+        detached = 0
+        for victim in reversed(victims):
+            try:
+                # A slave sends nothing: its submounts go without the host's copies.
+                linux.mount(None, victim.point, None, linux.MS_SLAVE | linux.MS_REC)
+                linux.umount(victim.point, linux.MNT_DETACH)
+                detached += 1
+            except OSError as err:
+                # Locked, shadowed by a locked mount, or below a directory closed to a user
+                # namespace: a procfs or sysfs among them is covered below.
+                if err.errno not in _UNREACHABLE:
+                    raise
+        if not detached:
+            break
+    mounts = _read_mounts(mountinfo_fd)
+    keep = _subtree(mounts, rootfs_id) | {old_id}
+    for point in {m.point for m in mounts if m.id not in keep and m.fstype in ("proc", "sysfs")}:
+        try:
+            linux.mount("tmpfs", point, "tmpfs", linux.MS_RDONLY, "size=0k,nr_inodes=1")
+        except OSError as err:
+            raise HandcarError(
+                f"--no-pivot: cannot hide the host's {point}: {_errtext(err)}"
+            ) from None
+
+
+def _subtree(mounts: list[_Mount], top: int) -> set[int]:
+    """The ids of `top` and every mount below it."""
+    found = {top}
+    grew = True
+    while grew:
+        below = {m.id for m in mounts if m.parent in found} - found
+        grew = bool(below)
+        found |= below
+    return found
 
 
 def _readlink_at(dir_fd: int, name: str) -> str | None:

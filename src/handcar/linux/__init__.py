@@ -89,6 +89,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # openat2 resolve flags.
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_IN_ROOT = 0x10
 
 libc.mount.argtypes = [

@@ -19,6 +19,7 @@ from handcar.runtime.lifecycle import (
 )
 from handcar.runtime.state import ContainerState
 from handcar.spec import validate as spec
+from handcar.spec.paths import rootfs_path
 from handcar.sync import Channel, ChannelError
 
 TYPE_CHECKING = False
@@ -42,9 +43,7 @@ def create_container(
     runtime.store.path(container_id)  # validates the id before any work
     _validate_resources(config)
     _check_console(config, options)
-    rootfs = os.path.join(bundle, config["root"]["path"])
-    if not os.path.isdir(rootfs):
-        raise HandcarError(f"root.path: rootfs ({rootfs}) does not exist")
+    rootfs = rootfs_path(bundle, config["root"]["path"])
     seccomp = _compile_seccomp(config)
     state = runtime.store.new(
         container_id,

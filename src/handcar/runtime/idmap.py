@@ -70,6 +70,7 @@ _ATTRS = (
 def prepare(config: Spec, bundle: str) -> dict[int, int]:
     """In the runtime: {mounts index: detached id-mapped tree fd} for every mapped bind mount."""
     from handcar.spec.mount_options import MountOptions
+    from handcar.spec.paths import in_bundle
 
     trees: dict[int, int] = {}
     try:
@@ -81,9 +82,7 @@ def prepare(config: Spec, bundle: str) -> dict[int, int]:
                 opts.flags |= linux.MS_BIND
             if not opts.is_bind:
                 raise HandcarError(f"mounts[{index}]: uidMappings/gidMappings need a bind mount")
-            source = entry.get("source", "")
-            if not source.startswith("/"):
-                source = os.path.join(bundle, source)
+            source = in_bundle(bundle, entry.get("source", ""))
             try:
                 trees[index] = idmapped_tree(source, opts.flags, entry)
             except OSError as err:

@@ -307,7 +307,9 @@ def _add_rule(flt: scmp.Filter, rule: _Rule, default_action: int) -> None:
             raise _fail(rule.where, f"cannot add rule for {rule.name}: {err.strerror}") from None
 
 
-def compile_filter(section: LinuxSeccomp, *, cache_dir: str | bool = True) -> CompiledFilter:
+def compile_filter(
+    section: LinuxSeccomp | Mapping[str, object], *, cache_dir: str | bool = True
+) -> CompiledFilter:
     """Validate and compile a `linux.seccomp` section. Runs in the runtime, before fork.
 
     The section comes straight from config.json: every field is checked here (a SeccompError

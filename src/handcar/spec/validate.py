@@ -327,6 +327,11 @@ def validate(config: object, source: str = "config.json", need_process: bool = T
         # them): a host-network CRI pod must not carry a hostname.
         if cfg.get(key) and "uts" not in namespaces(cfg):
             raise check.fail(key, f"unable to set {key} without a private UTS namespace")
+    linux = cfg.get("linux") or {}
+    if linux.get("sysctl"):
+        from handcar.spec.sysctl import check_sysctls
+
+        check_sysctls(linux, check)
     checked: Spec = cfg
     return checked
 

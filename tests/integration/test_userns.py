@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from harness import Runtime
-from helpers_security import add_userns
+from harness import Runtime, add_userns
 
 
-def _userns_config(hc: Runtime, rootfs: Path, args: list[str]) -> dict:
+def _userns_config(hc: Runtime, rootfs: Path, args: list[str]) -> dict[str, Any]:
     config = hc.config(args)
     config["root"]["path"] = str(rootfs)
     add_userns(config)

@@ -10,13 +10,13 @@ import itertools
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from handcar.cgroups.fs import detect_layout
 from handcar.cgroups.manager import Manager, open_manager
+from harness import poll
 
 PREFIX = "handcar-test-"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -52,16 +52,18 @@ def _kill_and_remove(path: str) -> None:
     if os.path.exists(path + "/cgroup.freeze"):
         with open(path + "/cgroup.freeze", "w") as f:
             f.write("0")
-    for _ in range(200):
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            import time
+    poll(lambda: _rmdir(path), 1.0, 0.005)
 
-            time.sleep(0.005)
+
+def _rmdir(path: str) -> bool:
+    """rmdir; whether the directory is gone (a cgroup is busy until its tasks have left)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def sweep(name_prefix: str) -> None:
@@ -175,12 +177,3 @@ def gate(gates: list[Gate]) -> Callable[[str], Gate]:
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

@@ -9,60 +9,60 @@ import struct
 import subprocess
 import termios
 
-from helpers_exec import Containers, read_until
+from harness import Runtime, read_until
 
 
-def _run(hx: Containers, args: list[str], *flags: str) -> tuple[str, int, str]:
-    cid = hx.new_id()
-    bundle = hx.bundle(hx.config(args))
-    result = hx.detached("run", "--bundle", str(bundle), *flags, cid)
+def _run(hc: Runtime, args: list[str], *flags: str) -> tuple[str, int, str]:
+    cid = hc.new_id()
+    bundle = hc.bundle(hc.config(args))
+    result = hc("run", "--bundle", str(bundle), *flags, cid)
     return cid, result.rc, result.out + result.err
 
 
-def test_foreground_exit_codes(hx: Containers) -> None:
-    cid, rc, out = _run(hx, ["sh", "-c", "echo hello; exit 3"])
+def test_foreground_exit_codes(hc: Runtime) -> None:
+    cid, rc, out = _run(hc, ["sh", "-c", "echo hello; exit 3"])
     assert (rc, out) == (3, "hello\n")
-    assert not (hx.root / cid).exists(), "state removed once the container exits"
+    assert not (hc.root / cid).exists(), "state removed once the container exits"
     # Killed from outside (inside, pid 1 is immune to SIGKILL): 128+signal.
-    cid = hx.new_id()
-    bundle = hx.bundle(hx.config(["sh", "-c", "echo up; sleep 300"]))
+    cid = hc.new_id()
+    bundle = hc.bundle(hc.config(["sh", "-c", "echo up; sleep 300"]))
     proc = subprocess.Popen(
-        hx.argv("run", "--bundle", str(bundle), cid),
+        hc.argv("run", "--bundle", str(bundle), cid),
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
-        assert hx("kill", cid, "KILL").rc == 0
+        assert hc("kill", cid, "KILL").rc == 0
         assert proc.wait(10) == 128 + signal.SIGKILL
     finally:
         proc.kill()
         proc.wait()
 
 
-def test_keep_and_no_subreaper(hx: Containers) -> None:
-    cid, rc, _ = _run(hx, ["true"], "--keep")
+def test_keep_and_no_subreaper(hc: Runtime) -> None:
+    cid, rc, _ = _run(hc, ["true"], "--keep")
     assert rc == 0
-    assert hx.state(cid)["status"] == "stopped"
-    assert hx("delete", cid).rc == 0
-    cid, rc, _ = _run(hx, ["sh", "-c", "exit 9"], "--no-subreaper")
+    assert hc.state(cid)["status"] == "stopped"
+    assert hc("delete", cid).rc == 0
+    cid, rc, _ = _run(hc, ["sh", "-c", "exit 9"], "--no-subreaper")
     assert rc == 9
-    assert not (hx.root / cid).exists()
+    assert not (hc.root / cid).exists()
 
 
-def test_detach(hx: Containers) -> None:
-    cid, rc, _ = _run(hx, ["sleep", "300"], "--detach")
+def test_detach(hc: Runtime) -> None:
+    cid, rc, _ = _run(hc, ["sleep", "300"], "--detach")
     assert rc == 0
-    assert hx.state(cid)["status"] == "running"
+    assert hc.state(cid)["status"] == "running"
 
 
-def test_foreground_forwards_signals(hx: Containers) -> None:
-    cid = hx.new_id()
-    bundle = hx.bundle(
-        hx.config(["sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"])
+def test_foreground_forwards_signals(hc: Runtime) -> None:
+    cid = hc.new_id()
+    bundle = hc.bundle(
+        hc.config(["sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"])
     )
     proc = subprocess.Popen(
-        hx.argv("run", "--bundle", str(bundle), cid),
+        hc.argv("run", "--bundle", str(bundle), cid),
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
@@ -74,23 +74,23 @@ def test_foreground_forwards_signals(hx: Containers) -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert not (hx.root / cid).exists()
+    assert not (hc.root / cid).exists()
 
 
 def _take_ctty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def test_terminal_relay_raw_mode_resize_and_restore(hx: Containers) -> None:
-    config = hx.config(["sh"])
+def test_terminal_relay_raw_mode_resize_and_restore(hc: Runtime) -> None:
+    config = hc.config(["sh"])
     config["process"]["terminal"] = True
-    bundle = hx.bundle(config)
-    cid = hx.new_id()
+    bundle = hc.bundle(config)
+    cid = hc.new_id()
     master, slave = os.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     before = termios.tcgetattr(slave)
     proc = subprocess.Popen(
-        hx.argv("run", "--bundle", str(bundle), cid),
+        hc.argv("run", "--bundle", str(bundle), cid),
         stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=_take_ctty,
     )  # fmt: skip
     try:
@@ -101,9 +101,11 @@ def test_terminal_relay_raw_mode_resize_and_restore(hx: Containers) -> None:
         assert not during[3] & termios.ICANON, "our terminal is in raw mode while attached"
         # A window change reaches handcar as SIGWINCH and the container's pty follows.
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.write(master, b"sleep 0.3; stty size; echo B-$((2+2))\n")
-        out = read_until(master, b"B-4")
-        assert b"40 120" in out, out
+        # The resize reaches the container's pty a moment later: the shell waits for it.
+        os.write(
+            master, b'until [ "$(stty size)" = "40 120" ]; do sleep 0.01; done; echo B-$((2+2))\n'
+        )
+        read_until(master, b"B-4")
         os.write(master, b"tty; exit 5\n")
         assert proc.wait(10) == 5
         assert termios.tcgetattr(slave) == before, "terminal restored on exit"
@@ -112,11 +114,11 @@ def test_terminal_relay_raw_mode_resize_and_restore(hx: Containers) -> None:
         proc.wait()
         os.close(master)
         os.close(slave)
-    assert not (hx.root / cid).exists()
+    assert not (hc.root / cid).exists()
 
 
-def test_terminal_detached_needs_a_console_socket(hx: Containers) -> None:
-    config = hx.config(["sh"])
+def test_terminal_detached_needs_a_console_socket(hc: Runtime) -> None:
+    config = hc.config(["sh"])
     config["process"]["terminal"] = True
-    result = hx.detached("run", "-d", "--bundle", str(hx.bundle(config)), hx.new_id())
+    result = hc("run", "-d", "--bundle", str(hc.bundle(config)), hc.new_id())
     assert result.rc == 1 and "cannot allocate tty" in result.err

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import signal
+import subprocess
 from pathlib import Path
 
-from harness import Runtime, wait_for
+from harness import Runtime, process_gone, signal_handled, wait_for
 
 
 def test_create_blocks_on_exec_fifo_until_start(hc: Runtime, tmp_path: Path) -> None:
@@ -89,7 +90,11 @@ def test_kill_signal_forms_and_stopped_rules(hc: Runtime) -> None:
         cid = hc.create(args=["sleep", "300"])
         assert hc("start", cid).rc == 0
         assert hc("kill", cid, form).rc == 0, form
-        assert wait_for(lambda cid=cid: hc.state(cid)["status"] == "stopped"), form
+
+        def stopped(cid: str = cid) -> bool:
+            return bool(hc.state(cid)["status"] == "stopped")
+
+        assert wait_for(stopped, what=f"{cid} to stop after kill {form}")
         state = hc.state(cid)
         assert state["pid"] == 0
         result = hc("kill", cid, "9")
@@ -101,7 +106,8 @@ def test_kill_signal_forms_and_stopped_rules(hc: Runtime) -> None:
 def test_kill_default_is_sigterm_and_unknown_signal_errors(hc: Runtime) -> None:
     cid = hc.create(args=["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
     assert hc("start", cid).rc == 0
-    time.sleep(0.3)
+    pid = hc.state(cid)["pid"]
+    wait_for(lambda: signal_handled(pid, signal.SIGTERM), what="the shell to trap SIGTERM")
     bad = hc("kill", cid, "SIGFOO")
     assert bad.rc == 1 and "unknown signal" in bad.err
     assert hc("kill", cid).rc == 0
@@ -136,9 +142,6 @@ def test_run_reports_death_by_signal_as_128_plus_signal(hc: Runtime) -> None:
 
 
 def test_run_forwards_signals(hc: Runtime) -> None:
-    import signal
-    import subprocess
-
     bundle = hc.bundle(
         args=[
             "sh",
@@ -224,22 +227,20 @@ def test_concurrent_creates_of_one_id(hc: Runtime) -> None:
 
 
 def test_kill_9_of_create_is_cleaned_by_delete_force(hc: Runtime, tmp_path: Path) -> None:
-    import signal
-    import subprocess
-
-    marker = tmp_path / "hook-ran"
+    marker = tmp_path / "hook-pid"
     config = hc.config(["sleep", "300"])
-    # A createRuntime hook that blocks holds create mid-way, with the init already forked.
+    # A createRuntime hook that blocks holds create mid-way, with the init already forked. It
+    # writes its pid (kept by exec) so the test can stop it, and nothing else, at the end.
     config["hooks"] = {
         "createRuntime": [
-            {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; exec sleep 301"]}
+            {"path": "/bin/sh", "args": ["sh", "-c", f"echo $$ > {marker}; exec sleep 301"]}
         ]
     }
     bundle = hc.bundle(config)
     cid = hc.new_id()
     proc = hc.popen("create", "--bundle", str(bundle), cid)
     try:
-        assert wait_for(marker.exists, 20)
+        assert wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), 20)
         state = json.loads((hc.root / cid / "state.json").read_text())
         init_pid = state["pid"]
         assert init_pid > 0 and state["cgroup_paths"]
@@ -254,4 +255,16 @@ def test_kill_9_of_create_is_cleaned_by_delete_force(hc: Runtime, tmp_path: Path
             )
         )
     finally:
-        subprocess.run(["pkill", "-f", "sleep 301"], check=False)
+        if marker.exists():
+            _kill_hook(int(marker.read_text()))
+
+
+def _kill_hook(pid: int) -> None:
+    """SIGKILL the hook by pid, if that pid is still the hook (`sleep 301`), and reap nothing:
+    it is not our child."""
+    try:
+        if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00301\x00":
+            os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    wait_for(lambda: process_gone(pid), what=f"the hook {pid} to exit")

@@ -9,7 +9,7 @@ from pathlib import Path
 from handcar.runtime.features import idmap_mounts_implemented
 from handcar.spec import mount_options
 from handcar.spec.caps import CAPABILITIES
-from helpers_exec import HANDCAR
+from harness import HANDCAR
 
 
 def _handcar(

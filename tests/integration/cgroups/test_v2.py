@@ -12,10 +12,10 @@ import pytest
 
 from handcar.cgroups.fs import CgroupError
 from handcar.cgroups.manager import Manager, from_paths
-from handcar.cgroups.v2 import blkio_weight_to_io_weight, shares_to_weight, swap_to_v2
 from handcar.linux import bpf
+from harness import wait_for
 
-from .conftest import Gate, read, wait_for
+from .conftest import Gate, read
 
 GateFactory = Callable[[str], Gate]
 
@@ -190,22 +190,3 @@ def test_oom_watcher_v2_stops_when_cgroup_goes(v2_manager: Manager) -> None:
     v2_manager.destroy()
     assert watcher.wait(0.1) == 0 and watcher.gone
     watcher.close()
-
-
-def test_v2_conversions_match_runc() -> None:
-    assert shares_to_weight(0) == 0
-    assert shares_to_weight(2) == 1
-    assert shares_to_weight(1024) == 100
-    assert shares_to_weight(262144) == 10000
-    assert 1 < shares_to_weight(512) < 100
-    assert blkio_weight_to_io_weight(10) == 1
-    assert blkio_weight_to_io_weight(1000) == 10000
-    assert blkio_weight_to_io_weight(500) == 1 + 490 * 9999 // 990
-    assert swap_to_v2(300, 100) == 200
-    assert swap_to_v2(0, -1) == -1
-    assert swap_to_v2(-1, 100) == -1
-    assert swap_to_v2(100, 100) == 0
-    with pytest.raises(CgroupError, match="without memory limit"):
-        swap_to_v2(100, 0)
-    with pytest.raises(CgroupError, match="must be at least memory.limit"):
-        swap_to_v2(50, 100)

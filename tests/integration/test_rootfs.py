@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from harness import Runtime
 
 
-def _run_ok(hc: Runtime, script: str, config: dict | None = None) -> str:
+def _run_ok(hc: Runtime, script: str, config: dict[str, Any] | None = None) -> str:
     result = hc.run(["sh", "-c", script], config)
     assert result.rc == 0, result
     return result.out

@@ -7,8 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from harness import HANDCAR, Runtime
-from helpers_security import add_userns
+from harness import HANDCAR, Runtime, add_userns
 
 
 def _owned_dir(path: Path, uid: int) -> Path:

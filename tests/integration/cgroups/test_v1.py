@@ -7,13 +7,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from handcar.cgroups.fs import CgroupError
 from handcar.cgroups.manager import Manager, from_paths, open_manager
+from harness import wait_for
 
-from .conftest import UNIFIED, Gate, read, sweep, unique_name, wait_for
+from .conftest import UNIFIED, Gate, read, sweep, unique_name
 
 PY = f"{sys.executable} -I -S -c"
 GateFactory = Callable[[str], Gate]
@@ -128,7 +130,7 @@ def test_kill_all_keeps_a_paused_container_paused(v1_manager: Manager, gate: Gat
 def test_every_resource_this_host_has(v1_manager: Manager) -> None:
     vda = os.stat("/dev/vda").st_rdev
     major, minor = os.major(vda), os.minor(vda)
-    resources = {
+    resources: Any = {
         "memory": {
             "limit": 256 << 20,
             "reservation": 128 << 20,
@@ -218,7 +220,7 @@ def test_controllers_this_host_lacks_are_errors(v1_manager: Manager) -> None:
         v1_manager.apply({"blockIO": {"leafWeight": 500}})
     # BFQ takes per-device weights only for disks it schedules; vda runs mq-deadline here.
     vda = os.stat("/dev/vda").st_rdev
-    device = {"major": os.major(vda), "minor": os.minor(vda), "weight": 400}
+    device: Any = {"major": os.major(vda), "minor": os.minor(vda), "weight": 400}
     with pytest.raises(CgroupError, match=r"weightDevice\[0\].weight: 400: operation not supp"):
         v1_manager.apply({"blockIO": {"weightDevice": [device]}})
 
@@ -250,7 +252,7 @@ def hugetlb_available(paths: dict[str, str]) -> bool:
 
 def test_stats_have_runc_field_names(v1_manager: Manager, gate: GateFactory) -> None:
     has_hugetlb = hugetlb_available(v1_manager.paths())
-    resources: dict[str, object] = {"pids": {"limit": 50}, "memory": {"limit": 128 << 20}}
+    resources: Any = {"pids": {"limit": 50}, "memory": {"limit": 128 << 20}}
     if has_hugetlb:
         resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2 << 20}]
     v1_manager.apply(resources)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import Runtime, leaked_cgroups, wait_for
+from harness import Runtime, leaked_cgroups, read_until, wait_for
 
 CG = "/sys/fs/cgroup"
 UNIFIED = CG + "/unified"
@@ -83,6 +83,49 @@ def procs(path: str) -> list[int]:
         return [int(x) for x in read(path + "/cgroup.procs").split()]
     except OSError:
         return []
+
+
+class Events:
+    """`handcar events` in the background; its JSON lines, read as they come."""
+
+    def __init__(self, hc: Runtime, *args: str) -> None:
+        self.proc = hc.popen("events", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.seen: list[dict[str, Any]] = []
+        self.err = ""
+        self._buffer = b""
+
+    def _take_lines(self) -> list[dict[str, Any]]:
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events = [json.loads(line) for line in lines]
+        self.seen += events
+        return events
+
+    def next(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Read on until an event of this type arrives; fail clearly if it never does."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self._take_lines():
+                if event["type"] == kind:
+                    return event
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {kind} event within {timeout}s: {self.seen}"
+            chunk = read_until(self.proc.stdout.fileno(), b"\n", remaining)
+            assert chunk, f"events ended before a {kind} event: {self.seen}"
+            self._buffer += chunk
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the stream to end; read the rest. Its exit code."""
+        out, err = self.proc.communicate(timeout=timeout)
+        self._buffer += out
+        self.err = err.decode()
+        self._take_lines()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
 
 
 # --- every resource this host has, from config.json -------------------------------------
@@ -181,30 +224,20 @@ ALLOCATE = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
 
 
 def test_memory_limit_oom_kills_and_events_reports_it(hc: Runtime) -> None:
-    config = hc.config(["sh", "-c", "sleep 0.3; " + ALLOCATE])
+    config = hc.config(["sh", "-c", ALLOCATE])
     config["linux"]["resources"] = {"memory": {"limit": 32 << 20, "swap": 32 << 20}}
     cid = hc.create(config)
     memory = host_paths(hc, cid)["memory"]
-    events = hc.popen(
-        "events",
-        "--interval",
-        "100ms",
-        cid,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    events = Events(hc, "--interval", "100ms", cid)
     try:
-        time.sleep(0.3)  # let events register its eventfd before the allocation starts
+        # events registers its OOM eventfd before its first stats: then the allocation may start
+        events.next("stats")
         assert hc("start", cid).rc == 0
-        out, err = events.communicate(timeout=30)
+        assert events.finish(30) == 0, events.err
     finally:
-        if events.poll() is None:
-            events.kill()
-            events.wait()
-    assert events.returncode == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert {"type": "oom", "id": cid} in lines, out
+        events.close()
+    lines = events.seen
+    assert {"type": "oom", "id": cid} in lines, lines
     assert all(e["id"] == cid and e["type"] in ("oom", "stats") for e in lines)
     # The kernel killed it: the cgroup counted an OOM kill, and `survived` was never printed.
     assert hc.state(cid)["status"] == "stopped"
@@ -222,51 +255,22 @@ def test_run_oom_killed_exit_status(hc: Runtime) -> None:
 
 
 def test_events_stream_reports_oom_of_a_child_and_goes_on(hc: Runtime) -> None:
-    import select
-
     config = hc.config(["sleep", "300"])
     config["linux"]["resources"] = {"memory": {"limit": 24 << 20, "swap": 24 << 20}}
     cid = started(hc, config)
-    events = hc.popen(
-        "events",
-        "--interval",
-        "200ms",
-        cid,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert events.stdout is not None
-    seen: list[dict[str, Any]] = []
-
-    def read_until(kind: str, timeout: float) -> bool:
-        assert events.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([events.stdout], [], [], 0.1)[0]:
-                line = events.stdout.readline()
-                if not line:
-                    return False
-                seen.append(json.loads(line))
-                if seen[-1]["type"] == kind:
-                    return True
-        return False
-
+    events = Events(hc, "--interval", "200ms", cid)
     try:
-        assert read_until("stats", 5)  # the stream is up
+        events.next("stats")  # the stream is up
         result = hc("exec", cid, "sh", "-c", ALLOCATE)
         assert result.rc == 128 + signal.SIGKILL, result  # the exec'd shell was OOM-killed
-        assert read_until("oom", 5), seen
+        events.next("oom")
         assert hc.state(cid)["status"] == "running"
-        assert read_until("stats", 5), "the stream goes on after an oom"
+        events.next("stats")  # the stream goes on after an oom
         assert hc("kill", cid, "KILL").rc == 0
-        events.wait(timeout=10)
+        assert events.finish(10) == 0, events.err
     finally:
-        if events.poll() is None:
-            events.kill()
-        events.communicate()
-    assert events.returncode == 0
-    assert {"type": "oom", "id": cid} in seen
+        events.close()
+    assert {"type": "oom", "id": cid} in events.seen
 
 
 # --- the pids limit stops a fork bomb -----------------------------------------------------
@@ -520,7 +524,8 @@ def test_events_stats_fields(hc: Runtime) -> None:
     if has_hugetlb:
         config["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2MB", "limit": 0}]
     cid = started(hc, config)
-    time.sleep(0.2)
+    pid = hc.state(cid)["pid"]
+    wait_for(lambda: read(f"/proc/{pid}/comm") == "sleep", what="the allocation to be over")
     result = hc("events", "--stats", cid)
     assert result.rc == 0, result
     assert result.out.count("\n") == 1
@@ -550,27 +555,21 @@ def test_events_stats_fields(hc: Runtime) -> None:
 
 def test_events_stream_interval_and_end(hc: Runtime) -> None:
     cid = started(hc, hc.config(["sleep", "300"]))
-    events = hc.popen(
-        "events",
-        "--interval",
-        "150ms",
-        cid,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    began = time.monotonic()
+    events = Events(hc, "--interval", "150ms", cid)
     try:
-        time.sleep(0.7)
-        assert events.poll() is None
+        for _ in range(3):
+            events.next("stats")
+        # The n-th stats event comes n intervals after the stream began, never sooner.
+        assert time.monotonic() - began >= 3 * 0.15
+        assert events.proc.poll() is None
         assert hc("kill", cid, "KILL").rc == 0
-        out, err = events.communicate(timeout=10)  # the stream ends when the container stops
+        assert events.finish(10) == 0, events.err  # the stream ends when the container stops
+        ended = time.monotonic()
     finally:
-        if events.poll() is None:
-            events.kill()
-            events.wait()
-    assert events.returncode == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert 2 <= len(lines) <= 6, out
+        events.close()
+    lines = events.seen
+    assert 3 <= len(lines) <= (ended - began) / 0.15, lines
     assert all(e["type"] == "stats" and e["id"] == cid and "data" in e for e in lines)
     stopped = hc("events", "--stats", cid)
     assert stopped.rc == 1 and stopped.msg == f"container with id {cid} is not running"
