@@ -2,4 +2,4 @@
 which tests import by name (several directories have a conftest.py, so `from conftest import`
 would be ambiguous)."""
 
-from harness import _require_root, hc, hx, make_config, open_rootfs, rootfs  # noqa: F401
+from harness import _require_root, hc, hx, make_config, open_rootfs, rootfs, runc  # noqa: F401

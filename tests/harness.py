@@ -447,3 +447,18 @@ class ConsoleSocket:
 
     def close(self) -> None:
         self.server.close()
+
+
+RUNC = "/usr/sbin/runc"
+
+
+@pytest.fixture
+def runc(hc: Runtime) -> Iterator[Runtime]:
+    """runc on the same tmp, rootfs and bundles as `hc`, with its own --root."""
+    if not Path(RUNC).exists():
+        pytest.skip(f"{RUNC} (the oracle) is not installed")
+    oracle = Runtime(hc.tmp / "runc-root", hc.tmp, hc.rootfs)
+    oracle.binary = RUNC
+    yield oracle
+    leftovers = oracle.cleanup()
+    assert not leftovers, f"runc left behind: {leftovers}"

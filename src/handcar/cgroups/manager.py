@@ -190,8 +190,10 @@ class Manager:
         leaves = self._unique_dirs()
         created = self._created if self._created is not None else leaves
         for path in leaves:
-            if own_leaves or path in created:
+            if path in created:
                 _remove_tree(path)
+            elif own_leaves:
+                _remove_shared(path)
         for path in reversed(created):
             if path not in leaves:
                 try:
@@ -204,7 +206,11 @@ class Manager:
         has processes, as runc does before its init joins."""
         if self.is_frozen():
             raise CgroupError("container's cgroup unexpectedly frozen")
-        count = len(self.pids())
+        count = 0
+        for path in self._unique_dirs():  # an engine may have filled any one hierarchy
+            found: list[int] = []
+            _collect_pids(path, found)
+            count = max(count, len(found))
         if count:
             from handcar import log
 
@@ -587,6 +593,17 @@ def _signal_until_stable(manager: Manager, signum: int) -> None:
             except ProcessLookupError:
                 pass
             signalled.add(pid)
+
+
+def _remove_shared(path: str) -> None:
+    """A leaf that existed before create may hold processes that are not the container's (an
+    engine's, another container's): those keep it, with a warning, as runc keeps it."""
+    try:
+        _remove_tree(path)
+    except CgroupError as err:
+        from handcar import log
+
+        log.warning(str(err))
 
 
 def _remove_tree(path: str) -> None:

@@ -12,15 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import Result, Runtime, add_userns, wait_for
-
-RUNC = "/usr/sbin/runc"
 
 # Docker's default capability set: enough for `unshare -r` (a user namespace with a mapped
 # root) inside the container, far from privileged.
@@ -40,18 +37,6 @@ DOCKER_CAPS = [
     "CAP_SETUID",
     "CAP_SYS_CHROOT",
 ]
-
-
-@pytest.fixture
-def runc(hc: Runtime) -> Iterator[Runtime]:
-    """runc on the same tmp, rootfs and bundles as `hc`, with its own --root."""
-    if not Path(RUNC).exists():
-        pytest.skip(f"{RUNC} (the oracle) is not installed")
-    oracle = Runtime(hc.tmp / "runc-root", hc.tmp, hc.rootfs)
-    oracle.binary = RUNC
-    yield oracle
-    leftovers = oracle.cleanup()
-    assert not leftovers, f"runc left behind: {leftovers}"
 
 
 def run_both(hc: Runtime, runc: Runtime, bundle: Path, *flags: str) -> tuple[Result, Result]:
