@@ -460,5 +460,6 @@ def runc(hc: Runtime) -> Iterator[Runtime]:
     oracle = Runtime(hc.tmp / "runc-root", hc.tmp, hc.rootfs)
     oracle.binary = RUNC
     yield oracle
+    hc.cleanup()  # hc's own containers first: its teardown, after this one, checks them
     leftovers = oracle.cleanup()
     assert not leftovers, f"runc left behind: {leftovers}"

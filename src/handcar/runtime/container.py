@@ -95,8 +95,12 @@ class Runtime:
         for container_id in self.store.ids():
             try:
                 states.append(describe(self.store.load(container_id, lock=False)))
-            except (ContainerNotFound, HandcarError):
-                continue
+            except ContainerNotFound:
+                continue  # deleted meanwhile
+            except HandcarError as err:
+                from handcar import log
+
+                log.warning(str(err))  # shown, not silently dropped
         return states
 
     def kill(self, container_id: str, signum: int, all_processes: bool = False) -> None:

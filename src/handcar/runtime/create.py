@@ -57,6 +57,7 @@ def create_container(
             "annotations": config.get("annotations") or {},
             "config": config,
             "rootless": runtime.rootless,
+            "creating": True,
         },
     )
     try:
@@ -262,6 +263,7 @@ class _Creation:
         self.boot.send("release")
         os.waitpid(self.child, 0)
         self.child = 0
+        self.state.commit()
 
     def _abort(self) -> None:
         """Undo a failed create: the bootstrap kills and reaps the init, then everything goes."""

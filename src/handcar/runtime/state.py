@@ -34,9 +34,14 @@ if TYPE_CHECKING:
         rootless: bool
         cgroup_paths: dict[str, str]  # CgroupManager.paths(), saved before the first mkdir
         cgroup_created: list[str]  # CgroupManager.created(): what destroy may remove
+        creating: bool  # set until create commits: `state` says "creating", never "stopped"
+        damaged: str  # set on load only: why state.json was unusable (read from recovery.json)
 
 
 STATE_FILE = "state.json"
+# A second copy of the record, written when create commits: a running container whose
+# state.json was lost or damaged is still found, reported and killed by `delete --force`.
+RECOVERY_FILE = "recovery.json"
 EXEC_FIFO = "exec.fifo"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
@@ -91,7 +96,9 @@ class ContainerState:
         return process_is_alive(self.pid, str(self.data.get("init_start_time", "")))
 
     def status(self) -> Status:
-        """created, running, paused or stopped, from the process and the exec.fifo."""
+        """creating, created, running, paused or stopped, from the process and exec.fifo."""
+        if self.data.get("creating") and self._locked_by_another():
+            return "creating"  # a create that died leaves the flag, but not its lock
         if not self.is_alive():
             return "stopped"
         if os.path.exists(self.fifo_path):
@@ -99,6 +106,23 @@ class ContainerState:
         if self._is_frozen():
             return "paused"
         return "running"
+
+    def _locked_by_another(self) -> bool:
+        if self._lock_fd >= 0:
+            return False  # we hold the lock: whoever was creating has let go of it
+        import fcntl
+
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def _is_frozen(self) -> bool:
         paths: dict[str, str] = self.data.get("cgroup_paths") or {}
@@ -108,17 +132,33 @@ class ContainerState:
 
         return paths_frozen(paths)
 
-    def save(self) -> None:
+    def save(self, name: str = STATE_FILE) -> None:
         """Replace state.json atomically: a crash of handcar leaves the old or the new record,
         never half. No fsync: the root lives on tmpfs (/run) and a reboot ends every container
-        anyway; runc does not sync either."""
-        tmp = self.dir + "/" + STATE_FILE + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        anyway; runc does not sync either. A full disk is one clean line, naming the file."""
+        tmp = self.dir + "/" + name + ".tmp"
         try:
-            os.write(fd, jsonio.dumps(self.data).encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.dir + "/" + STATE_FILE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                data = jsonio.dumps(self.data).encode()
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, os.strerror(28))  # a short write: the disk is full
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.dir + "/" + name)
+        except OSError as err:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            reason = (err.strerror or str(err)).lower()
+            raise HandcarError(f"save state {self.dir}/{name}: {reason}") from None
+
+    def commit(self) -> None:
+        """The end of create: no longer creating, and the recovery copy written."""
+        self.data.pop("creating", None)
+        self.save()
+        self.save(RECOVERY_FILE)
 
     def lock(self) -> None:
         if self._lock_fd < 0:
@@ -158,9 +198,15 @@ class StateStore:
             os.mkdir(directory, 0o711)
         except FileExistsError:
             raise HandcarError(f"container with id exists: {container_id}") from None
+        except OSError as err:
+            raise HandcarError(f"mkdir {directory}: {(err.strerror or '').lower()}") from None
         state = ContainerState(directory, data)
         state.lock()
-        state.save()
+        try:
+            state.save()
+        except HandcarError:
+            state.remove()  # no phantom entry for a create that never began
+            raise
         return state
 
     def load(self, container_id: str, lock: bool = True) -> ContainerState:
@@ -173,12 +219,16 @@ class StateStore:
                 raw = f.read()
         except (FileNotFoundError, NotADirectoryError):
             if os.path.isdir(directory):
-                return state  # a create killed before its first save: only delete --force fits
+                # Lost, or a create killed before its first save: only delete --force fits.
+                return _recover(state, f"state of {container_id} is missing")
             state.unlock()
             raise ContainerNotFound() from None
-        data = jsonio.loads(raw, f"state of {container_id}")
-        if not isinstance(data, dict):
-            raise HandcarError(f"state of {container_id} is corrupt")
+        try:
+            data = jsonio.loads(raw, f"state of {container_id}")
+            if not isinstance(data, dict) or "id" not in data:
+                raise HandcarError(f"state of {container_id} is corrupt")
+        except HandcarError as err:
+            return _recover(state, str(err))
         record: Any = data  # written by save(): a ContainerRecord
         state.data = record
         return state
@@ -189,3 +239,28 @@ class StateStore:
         except FileNotFoundError:
             return []
         return sorted(n for n in names if os.path.isdir(self.root + "/" + n))
+
+
+def _recover(state: ContainerState, why: str) -> ContainerState:
+    """state.json is gone or damaged: use the recovery copy that create committed, with a
+    warning, so a running container is still reported as running and can be killed."""
+    try:
+        with open(state.dir + "/" + RECOVERY_FILE, "rb") as f:
+            data = jsonio.loads(f.read(), f"recovery state of {state.id}")
+    except (OSError, HandcarError):
+        data = None
+    if not isinstance(data, dict) or data.get("id") != state.id:
+        if why.endswith("is missing"):
+            # Never committed: a create still at its first step (it holds the lock), or one
+            # killed there, whose bare record only delete --force removes.
+            state.data["creating"] = True
+            return state
+        state.unlock()
+        raise HandcarError(why)
+    from handcar import log
+
+    log.warning(f"{why}; using its recovery record")
+    record: Any = data
+    state.data = record
+    state.data["damaged"] = why
+    return state
