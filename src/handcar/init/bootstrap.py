@@ -49,6 +49,10 @@ def bootstrap(plan: InitPlan) -> NoReturn:
         if init_pid == 0:
             channel.close()
             run_init(plan)
+        # The init's end of its channel is the init's alone: were it kept open here, the
+        # runtime would never see EOF when the init dies mid-create, and would wait forever.
+        if plan.init_channel is not None:
+            plan.init_channel.close()
         channel.send("pid", str(init_pid))
         _guard_init(channel, init_pid)
     except BaseException as err:  # noqa: B036 - the child must report every failure
