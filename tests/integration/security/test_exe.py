@@ -227,6 +227,40 @@ def test_pod_sibling_init_is_not_the_host_interpreter(hc: Runtime, tmp_path: Pat
         assert proc.wait(60) == 0
 
 
+# ---- crashcart's session keeper -------------------------------------------------------------
+
+
+def test_crashcart_keeper_is_not_the_host_interpreter(hc: Runtime, tmp_path: Path) -> None:
+    """crashcart's keeper is a fork of crashcart that joins the container's pid namespace and
+    stays for the whole session, as the parent of the session's command: that command looks
+    at its parent's exe."""
+    cid = hc.create(_ptrace_config(hc))
+    assert hc("start", cid).rc == 0
+    crashcart = str(ROOT / ".venv" / "bin" / "crashcart")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    built = subprocess.run(
+        [crashcart, "build", "--tools", "busybox", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    look = 'echo "$PPID $(stat -L -c "%d %i" /proc/$PPID/exe)"'
+    session = subprocess.run(
+        [crashcart, "--image", built.stdout.strip(), "--root", str(hc.root), cid]
+        + ["--", "sh", "-c", look],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert session.returncode == 0, session.stderr
+    assert len(session.stdout.split()) == 3, session.stdout  # the keeper's exe was readable
+    assert not _exposed(session.stdout), f"the keeper's exe is {HOST_INTERPRETER}"
+
+
 # ---- the whole attack, on a private copy of the interpreter ----------------------------------
 
 
