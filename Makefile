@@ -43,18 +43,25 @@ CC      ?= gcc
 cstring  = "$(subst ",\",$(subst \,\\,$(1)))"
 define launcher_header
 #define HC_PYTHON $(call cstring,$(VPY))
-#define HC_REAL_PYTHON $(call cstring,$(shell readlink -f '$(VPY)'))
+#define HC_REAL_PYTHON $(call cstring,$(or $(shell readlink -e '$(VPY)'),$(error $(VPY) does not exist)))
 #define HC_SITE $(call cstring,$(SITE))
 #define HC_LAYER $(call cstring,$(LAYER))
 #define HC_MODULE "$(2)"
 $(if $(filter crashcart,$(1)),#define HC_CRASHCART 1)
 endef
 
-# launcher TOOL MODULE: compile $(BIN)/TOOL, static (it saves the dynamic loader's work on
-# every call), replaced atomically.
+# Static, and on x86_64 without libc: every call pays for the launcher's exec and start-up.
+LAUNCHER_CFLAGS := -O2 -s -static -Wall -Wextra -Werror
+ifeq ($(shell uname -m),x86_64)
+LAUNCHER_CFLAGS += -nostdlib -ffreestanding -fno-stack-protector -fno-tree-loop-distribute-patterns -no-pie
+else
+LAUNCHER_CFLAGS += -DHC_LIBC
+endif
+
+# launcher TOOL MODULE: compile $(BIN)/TOOL, replaced atomically.
 define launcher
 	$(file >$(BIN)/.$(1).h,$(call launcher_header,$(1),$(2)))
-	@$(CC) -O2 -static -s -Wall -Wextra -Werror -include $(BIN)/.$(1).h -o $(BIN)/.$(1).tmp launcher/launcher.c; \
+	@$(CC) $(LAUNCHER_CFLAGS) -include $(BIN)/.$(1).h -o $(BIN)/.$(1).tmp launcher/launcher.c; \
 	  status=$$?; rm -f $(BIN)/.$(1).h; [ $$status -eq 0 ] && mv $(BIN)/.$(1).tmp $(BIN)/$(1)
 endef
 
