@@ -39,6 +39,7 @@ install: deps $(VPY)
 
 # The empty second lower layer that a read-only overlayfs (one without an upper layer) needs.
 LAYER   ?= $(VENV)/lib/handcar-layer
+BIN     ?= $(VENV)/bin
 CC      ?= gcc
 cstring  = "$(subst ",\",$(subst \,\\,$(1)))"
 define launcher_header
