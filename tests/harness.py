@@ -463,3 +463,7 @@ def runc(hc: Runtime) -> Iterator[Runtime]:
     hc.cleanup()  # hc's own containers first: its teardown, after this one, checks them
     leftovers = oracle.cleanup()
     assert not leftovers, f"runc left behind: {leftovers}"
+
+
+def has_tool(name: str) -> bool:
+    return shutil.which(name) is not None

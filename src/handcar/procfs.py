@@ -1,7 +1,10 @@
 """What handcar reads from /proc: a process's identity (alive, not a zombie, not a recycled
-pid) and the paths of /proc/PID/mountinfo."""
+pid), the paths of /proc/PID/mountinfo, and whether the image this process runs could be
+written through /proc/<pid>/exe."""
 
 from __future__ import annotations
+
+import os
 
 
 def read_proc_stat(pid: int) -> tuple[str, str] | None:
@@ -38,3 +41,36 @@ def unescape_mount_path(path: str) -> str:
             out.append(path[i])
             i += 1
     return "".join(out)
+
+
+# F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE, and F_GET_SEALS (linux/fcntl.h)
+_ALL_SEALS = 0x1 | 0x2 | 0x4 | 0x8
+_F_GET_SEALS = 1034
+
+
+def writable_exe() -> str:
+    """The file this process runs when a process forked from it could be used to overwrite it,
+    else "".
+
+    A forked process keeps its parent's image as /proc/<pid>/exe; a container process with
+    CAP_SYS_PTRACE that sees it can open that file, and reopen it for writing once nothing runs
+    it (CVE-2019-5736). The launcher execs the interpreter from an image that cannot be written:
+    a file on a read-only mount (its detached overlayfs) or a sealed memfd.
+    """
+    import fcntl
+
+    try:
+        fd = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return "/proc/self/exe (unreadable)"
+    try:
+        if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+            return ""
+        try:
+            if fcntl.fcntl(fd, _F_GET_SEALS) & _ALL_SEALS == _ALL_SEALS:
+                return ""
+        except OSError:  # EINVAL: not a memfd
+            pass
+        return os.readlink("/proc/self/exe")
+    finally:
+        os.close(fd)

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,26 +19,26 @@ import pytest
 
 from harness import poll
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+# The installed launcher: sessions refuse to run from a writable interpreter file (CVE-2019-5736).
+CRASHCART = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "crashcart")
 RUNC = shutil.which("runc")
 
 
 def crashcart_env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["XDG_CACHE_HOME"] = str(cache)
-    env["PYTHONPATH"] = SRC + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
 @dataclass
 class Crashcart:
-    """Runs `python -m handcar.crashcart` with the session's image cache."""
+    """Runs the crashcart launcher with the session's image cache."""
 
     cache: Path
     image: str
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "handcar.crashcart", *args]
+        return [CRASHCART, *args]
 
     def run(
         self, *args: str, timeout: float = 60, input_text: str | None = None
@@ -74,7 +73,7 @@ def crashcart(image_cache: Path) -> Crashcart:
     if os.geteuid() != 0:
         pytest.skip("crashcart needs root")
     result = subprocess.run(
-        [sys.executable, "-m", "handcar.crashcart", "build", "--quiet"],
+        [CRASHCART, "build", "--quiet"],
         env=crashcart_env(image_cache),
         capture_output=True,
         text=True,

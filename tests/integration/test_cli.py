@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from harness import HANDCAR, Runtime
+import pytest
+
+from harness import HANDCAR, Runtime, has_tool
 
 COMMANDS = ["create", "start", "run", "state", "list", "kill", "delete", "spec"]
 
@@ -121,6 +124,57 @@ def test_flags_after_the_id_are_accepted(hc: Runtime) -> None:
     assert hc.state(cid)["status"] == "created"
 
 
-def test_launcher_uses_isolated_fast_interpreter() -> None:
-    first = Path(HANDCAR).read_text().splitlines()[0]
-    assert first.startswith("#!/") and first.endswith(" -IS")
+def _interpreter_exec(tmp_path: Path, *args: str) -> str:
+    """The launcher's exec of the interpreter (the second exec of the process), from strace."""
+    trace = tmp_path / "trace"
+    subprocess.run(
+        [
+            "strace",
+            "-qq",
+            "-e",
+            "signal=none",
+            "-e",
+            "trace=execve,execveat",
+            "-o",
+            str(trace),
+            HANDCAR,
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    lines = trace.read_text().splitlines()
+    assert len(lines) == 2, lines
+    return lines[1]
+
+
+@pytest.mark.skipif(not has_tool("strace"), reason="strace is not installed")
+@pytest.mark.parametrize(
+    ("args", "sealed"),
+    [
+        (["state", "x"], False),
+        (["--root", "R", "kill", "x", "KILL"], False),
+        (["--log-format", "json", "--debug", "delete", "x"], False),
+        (["-root=R", "start", "x"], False),
+        (["list"], False),
+        (["--version"], False),
+        (["create", "--bundle", "/nonexistent", "x"], True),
+        (["--root", "R", "--log", "/dev/null", "run", "--bundle", "/nonexistent", "x"], True),
+        (["--root=R", "exec", "x", "state"], True),
+        (["--cgroup-manager", "cgroupfs", "--systemd-cgroup", "create", "x"], True),
+        (["restore", "x"], True),
+        (["no-such-command"], True),
+    ],
+)
+def test_launcher_execs_the_isolated_interpreter(
+    tmp_path: Path, args: list[str], sealed: bool
+) -> None:
+    """-IS and the entry point on every call; a read-only or sealed image (execveat of an fd)
+    exactly for the commands that fork processes into a container's sight (or that it does
+    not know), and a plain execve for the rest, which stay on the hot path."""
+    root = str(tmp_path / "root")
+    line = _interpreter_exec(tmp_path, *[a.replace("R", root) if "R" in a else a for a in args])
+    assert '"-IS", "-c", "import sys;sys.path.insert(0,sys"...' in line, line
+    assert line.startswith("execveat(") == sealed, line

@@ -1,7 +1,10 @@
 """The whole lifecycle through the library, with no CLI: `import handcar` as a program would.
 
 Each test makes real containers with `handcar.runtime.container.Runtime` in this process, and
-checks what the kernel shows (cgroup files, /proc) rather than what the library says.
+checks what the kernel shows (cgroup files, /proc) rather than what the library says. A
+program that forks into a container's sight must run from a read-only interpreter image, so
+test_library_launcher.py runs this file under `handcar-python`; run from the host's writable
+interpreter (plain pytest), the library refuses, and these tests are skipped.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ from typing import Any
 import pytest
 
 from handcar.errors import ContainerNotRunning, ExecSetupError, HandcarError
+from handcar.procfs import writable_exe
 from handcar.runtime.container import Runtime
 from handcar.runtime.exec import ExecOptions
 from handcar.runtime.lifecycle import CreateOptions
 from harness import Runtime as Cli
 from harness import wait_for
+
+pytestmark = pytest.mark.skipif(
+    bool(writable_exe()), reason="run under handcar-python by test_library_launcher.py"
+)
 
 
 @pytest.fixture

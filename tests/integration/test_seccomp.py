@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from handcar.linux import libseccomp as scmp
 from handcar.seccomp import compile as seccomp
 from handcar.seccomp.load import load_filter
 from handcar.seccomp.notify import send_listener_fd
-from harness import read_to_eof, wait_for
+from harness import HANDCAR, read_to_eof, wait_for
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")
 BUSYBOX = "/bin/busybox"
@@ -335,16 +334,9 @@ def test_same_refusals_as_runc(podman: dict[str, object], tmp_path: Path) -> Non
 
 
 def _under_handcar_runtime(bundle: Path, root: Path) -> str:
-    src = str(Path(seccomp.__file__).parents[2])
-    handcar = [
-        sys.executable,
-        "-c",
-        "from handcar.cli.main import main; main()",
-        "--root",
-        str(root),
-    ]
+    # The installed launcher: create refuses to run from a writable interpreter file.
+    handcar = [HANDCAR, "--root", str(root)]
     container = f"handcar-seccomp-test-{os.getpid()}"
-    env = {**os.environ, "PYTHONPATH": src}
     try:
         done = subprocess.run(
             [*handcar, "run", "--bundle", str(bundle), container],
@@ -352,10 +344,9 @@ def _under_handcar_runtime(bundle: Path, root: Path) -> str:
             text=True,
             timeout=30,
             stdin=subprocess.DEVNULL,
-            env=env,
         )
     finally:
-        subprocess.run([*handcar, "delete", "--force", container], capture_output=True, env=env)
+        subprocess.run([*handcar, "delete", "--force", container], capture_output=True)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-LEAVES = {"errors", "jsonio", "log", "signals", "sync", "hooks", "procfs", "machine"}
+LEAVES = {"errors", "jsonio", "log", "signals", "sync", "hooks", "procfs", "machine", "python"}
 # The typed model, imported under `if TYPE_CHECKING:` only (tests/unit/test_spec_types.py
 # checks that): any layer may name its types, at no cost and with no dependency at run time.
 TYPE_VOCABULARY = {"handcar.spec.types", "handcar.cgroups.types"}

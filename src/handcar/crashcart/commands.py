@@ -36,6 +36,8 @@ class ExecRequest:
 
 
 def run_exec(request: ExecRequest) -> int:
+    if request.pid_namespace and not (request.mount_only or request.unmount):
+        _require_sealed_exe()
     target = resolve_target(request.target, request.state_roots)
     if request.unmount:
         return unmount(target.pid, request)
@@ -72,6 +74,22 @@ def run_exec(request: ExecRequest) -> int:
             leave(container, registry, image.prefix)
     finally:
         container.close()
+
+
+def _require_sealed_exe() -> None:
+    """The session's keeper is a fork of this process in the container's pid namespace, and
+    shows this process's image as its /proc/<pid>/exe. The crashcart launcher execs the
+    interpreter from a read-only or sealed image; the host's own file, which `python -m` runs,
+    the container could overwrite (CVE-2019-5736)."""
+    from handcar.procfs import writable_exe
+
+    path = writable_exe()
+    if path:
+        raise CrashcartError(
+            f"this process runs {path}, a writable host file that the container would see as "
+            "/proc/self/exe of the session and could overwrite (CVE-2019-5736): run crashcart "
+            "through its launcher, or use --no-pid-ns"
+        )
 
 
 def session_options(request: ExecRequest, image: ImageInfo) -> SessionOptions:

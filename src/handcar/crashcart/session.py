@@ -22,6 +22,7 @@ import struct
 import sys
 import termios
 import tty
+import warnings  # noqa: F401 - os.execvpe imports it: out of reach once in the container
 from collections.abc import Iterator
 from contextlib import contextmanager
 

@@ -1,8 +1,9 @@
 """The last exec of the container's process goes through a sealed in-memory trampoline.
 
-At the moment of the final execve the caller is still the host's Python interpreter, so a
-program whose interpreter line reads `#!/proc/self/exe` would make the kernel start the host
-interpreter inside the container, holding its inode (the other door of CVE-2019-5736). So the
+At the moment of the final execve the caller is still the host's Python interpreter (the
+launcher's read-only image of it), so a program whose interpreter line reads `#!/proc/self/exe`
+would make the kernel start that interpreter inside the container, holding its inode (the other
+door of CVE-2019-5736). So the
 init first execs a tiny static program from a sealed memfd, which then execs the user's program:
 at that point /proc/self/exe names the memfd, which nobody can write and which is not a host
 file. The trampoline is a few dozen bytes of x86_64 machine code:

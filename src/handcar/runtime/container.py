@@ -63,6 +63,14 @@ class Runtime:
         """Create the container; return the init's host pid once it blocks on exec.fifo.
 
         `config` is the bundle's config.json when the caller has already loaded it.
+
+        The init is a fork of the calling process, and a container process with
+        CAP_SYS_PTRACE can reach the caller's interpreter through its /proc/1/exe
+        (CVE-2019-5736). So create (and exec_process) refuse with a HandcarError unless this
+        process runs from an image that cannot be written: the handcar launcher execs the
+        interpreter from a read-only overlayfs file or a sealed memfd. A program that drives
+        containers from its own interpreter runs the `handcar` command instead, or is itself
+        started the launcher's way.
         """
         from handcar.runtime.create import create_container
 

@@ -13,6 +13,7 @@ from handcar.procfs import read_proc_stat
 from handcar.runtime.lifecycle import (
     CreateOptions,
     kill_and_wait,
+    require_sealed_exe,
     rfc3339_now,
     run_hooks,
     write_pid_file,
@@ -37,6 +38,7 @@ def create_container(
     runtime: Runtime, container_id: str, options: CreateOptions, config: Spec | None
 ) -> int:
     """Create the container; return the init's host pid once it blocks on exec.fifo."""
+    require_sealed_exe("create")
     bundle = os.path.abspath(options.bundle)
     if config is None:
         config = spec.load_config(bundle)

@@ -26,6 +26,7 @@ import os
 from handcar.errors import ExecSetupError, HandcarError
 from handcar.init.joiner import ExecPlan, run_joiner
 from handcar.runtime.foreground import CallerState
+from handcar.runtime.lifecycle import require_sealed_exe
 from handcar.sync import Channel
 
 TYPE_CHECKING = False
@@ -202,6 +203,7 @@ def exec_process(
     Raises ExecSetupError (exit 255) when anything fails before the process starts.
     """
     try:
+        require_sealed_exe("exec")
         state = runtime.store.load(container_id, lock=False)
     except HandcarError as err:
         raise ExecSetupError(str(err)) from None

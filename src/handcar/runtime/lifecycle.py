@@ -46,6 +46,26 @@ class CreateOptions:
         self.console_fd = -1  # a connected console socket: `run -t` in the foreground
 
 
+def require_sealed_exe(command: str) -> None:
+    """Refuse to fork processes into a container's sight from a writable interpreter file.
+
+    The init and exec's process are forks of this process, so their /proc/<pid>/exe is this
+    process's image. The handcar launcher execs the interpreter from a read-only overlayfs
+    file or a sealed memfd; a program that calls the library from its own interpreter, or
+    `python -m`, runs the host's file, which the container could overwrite (CVE-2019-5736).
+    """
+    from handcar.procfs import writable_exe
+
+    path = writable_exe()
+    if path:
+        raise HandcarError(
+            f"{command}: this process runs {path}, a writable host file that the container "
+            "would see as /proc/self/exe of handcar's processes and could overwrite "
+            f"(CVE-2019-5736); run {command} through the handcar launcher, or the program "
+            "with handcar-python"
+        )
+
+
 def rfc3339_now() -> str:
     """Go's time.RFC3339Nano in UTC: nanoseconds with trailing zeros trimmed."""
     now = time.time_ns()
